@@ -1,0 +1,207 @@
+"""The `cycleinr` command line: a thin shell over the model package.
+
+One function per subcommand. Anything the user can fix (a CycleINRError) becomes one line on stderr and
+exit code 2, with nothing written; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from napari_cycleinr import __version__
+from napari_cycleinr.errors import Cancelled, CycleINRError
+
+EXIT_USER_ERROR = 2
+
+
+def _progress_printer(label: str):
+    """A one-line text progress bar on stderr (redrawn in place on a terminal)."""
+    started = time.perf_counter()
+    tty = sys.stderr.isatty()
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        percent = int(100 * done / max(total, 1))
+        if not tty and percent < 100 and percent - last[0] < 10:
+            return
+        last[0] = percent
+        bar = "#" * (percent // 5) + "." * (20 - percent // 5)
+        line = f"{label} [{bar}] {percent:3d}% {time.perf_counter() - started:6.1f} s"
+        print(("\r" if tty else "") + line, end="" if tty and done < total else "\n", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _parse_factors(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise CycleINRError(f"factors must be numbers like 2 or 2,2.5,4, got {text!r}") from None
+    if not values:
+        raise CycleINRError("give at least one factor")
+    return values
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def cmd_upsample(args: argparse.Namespace) -> int:
+    from napari_cycleinr.io import is_supported, read_volume, write_volume
+    from napari_cycleinr.model.checkpoint import load_model
+    from napari_cycleinr.model.infer import resolve_device, super_resolve
+
+    source, target = Path(args.input), Path(args.output)
+    if _same_file(source, target):
+        raise CycleINRError(f"the output path is the input file {source}; choose another output path")
+    if not is_supported(target):
+        raise CycleINRError(f"cannot write {target.name}: use .nii, .nii.gz, .tif or .tiff")
+    device = resolve_device(args.device)
+    volume = read_volume(source, axis=args.axis)
+    model = load_model(args.model, device) if args.method == "cycleinr" else None
+    result = super_resolve(
+        volume,
+        factor=args.factor,
+        spacing=args.spacing,
+        method=args.method,
+        model=model,
+        device=device,
+        modality=args.modality,
+        keep_dtype=not args.float,
+        progress=None if args.quiet else _progress_printer(f"{args.method} on {device}"),
+    )
+    write_volume(result, target, refuse=[source])
+    record = result.metadata["super_resolution"]
+    if not args.quiet:
+        z_in, z_out = volume.shape[0], result.shape[0]
+        print(
+            f"wrote {target}: {z_in} -> {z_out} slices, spacing {record['spacing_in_mm']:.4g} -> "
+            f"{record['spacing_out_mm']:.4g} mm, {record['method']} on {record['device']} in {record['seconds']:.1f} s"
+        )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from napari_cycleinr.model.train import train
+    from napari_cycleinr.model.train_config import load_train_config
+
+    overrides = {"seed": args.seed, "steps": args.steps}
+    if args.data:
+        overrides["train_data"] = tuple(str(Path(p).resolve()) for p in args.data)
+    if args.validation:
+        overrides["validation_data"] = str(Path(args.validation).resolve())
+    config = load_train_config(args.config, **overrides)
+    summary = train(config, args.out, resume=args.resume, device=args.device)
+    print(f"trained {summary['steps']} steps; best validation PSNR {summary['best_psnr']:.2f} dB; checkpoints in {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from napari_cycleinr.io import read_volume
+    from napari_cycleinr.model.checkpoint import load_model
+    from napari_cycleinr.model.degrade import KINDS
+    from napari_cycleinr.model.evaluate import BASELINES, evaluate_volume, format_table, plot_snli
+    from napari_cycleinr.model.infer import resolve_device
+
+    if args.degradation not in KINDS:
+        raise CycleINRError(f"unknown degradation {args.degradation!r}; choose one of {', '.join(KINDS)}")
+    device = resolve_device(args.device)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    models = {}
+    for spec in args.variant or []:
+        name, _, path = spec.partition("=")
+        if not name or not path:
+            raise CycleINRError(f"--variant takes NAME=CHECKPOINT, got {spec!r}")
+        models[name] = load_model(path, device)
+    if "cycleinr" in methods and "cycleinr" not in models:
+        models["cycleinr"] = load_model(args.model, device)
+    unknown = [m for m in methods if m not in BASELINES and m not in models]
+    if unknown:
+        raise CycleINRError(f"unknown method(s) {', '.join(unknown)}: use trilinear, tricubic, cycleinr or a --variant name")
+    results = []
+    for reference in args.references:
+        volume = read_volume(reference, axis=args.axis)
+        for factor in _parse_factors(args.factor):
+            results.append(evaluate_volume(volume, factor, args.degradation, models, methods, args.modality, device))
+    print(format_table(results))
+    if args.json:
+        from napari_cycleinr.io.atomic import prepare_destination, write_atomically
+
+        text = json.dumps({"version": __version__, "results": results}, indent=2) + "\n"
+        write_atomically(prepare_destination(args.json, refuse=args.references), lambda tmp: tmp.write_text(text))
+    if args.plot:
+        plot_snli(results, args.plot)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cycleinr", description="Arbitrary-scale through-plane super-resolution of CT and MRI (CycleINR).")
+    parser.add_argument("--version", action="version", version=f"napari-cycleinr {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("upsample", help="super-resolve a volume along z")
+    up.add_argument("input", help="a .nii, .nii.gz, .tif or .tiff volume")
+    up.add_argument("-o", "--output", required=True, help="output file (.nii, .nii.gz, .tif, .tiff)")
+    target = up.add_mutually_exclusive_group(required=True)
+    target.add_argument("--factor", type=float, help="slices per input slice, e.g. 2.5")
+    target.add_argument("--spacing", type=float, help="target slice spacing in mm, e.g. 1")
+    up.add_argument("--model", help="a .safetensors checkpoint (default: the bundled model)")
+    up.add_argument("--method", default="cycleinr", choices=["cycleinr", "trilinear", "tricubic"])
+    up.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    up.add_argument("--float", action="store_true", help="write float32 instead of the input's integer type")
+    up.add_argument("--axis", choices=["x", "y", "z"], help="the through-plane axis of the file (default: largest spacing)")
+    up.add_argument("--modality", choices=["CT", "MR", "ct", "mr"], help="default: guessed from the intensities")
+    up.add_argument("-q", "--quiet", action="store_true")
+    up.set_defaults(run=cmd_upsample)
+
+    tr = sub.add_parser("train", help="train a CycleINR model on thin-slice scans")
+    tr.add_argument("--data", nargs="+", help="thin-slice training scans (override the config's [data] train)")
+    tr.add_argument("--out", required=True, help="folder for checkpoints and logs")
+    tr.add_argument("--config", help="a TOML config (see configs/)")
+    tr.add_argument("--validation", help="a held-back scan for validation (default: the last --data scan)")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--steps", type=int)
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+    tr.add_argument("--device", default="auto")
+    tr.set_defaults(run=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="simulate thick slices from thin references and score each method")
+    ev.add_argument("references", nargs="+", help="thin-slice reference scans")
+    ev.add_argument("--factor", required=True, help="one factor or several, e.g. 2,2.5,4,5")
+    ev.add_argument("--degradation", default="average", help="average, gaussian or skip")
+    ev.add_argument("--methods", default="trilinear,tricubic,cycleinr")
+    ev.add_argument("--model", help="checkpoint for the cycleinr method (default: the bundled model)")
+    ev.add_argument("--variant", action="append", help="NAME=CHECKPOINT: another model to compare, used as a method name")
+    ev.add_argument("--json", help="write all results as JSON")
+    ev.add_argument("--plot", help="write the per-sample SNLI scatterplot (PNG)")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--axis", choices=["x", "y", "z"])
+    ev.add_argument("--modality", choices=["CT", "MR", "ct", "mr"])
+    ev.set_defaults(run=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except CycleINRError as error:
+        print(f"cycleinr: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Cancelled:
+        print("cycleinr: cancelled; nothing was written", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ncycleinr: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The training loop: random pairs, L1 + lambda * cycle loss, periodic validation, safe checkpoints, resume.
+
+Randomness is drawn from a generator seeded by (seed, step), so a resumed run sees exactly the batches the
+uninterrupted run would have seen, without storing any RNG state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from napari_cycleinr.errors import CycleINRError
+from napari_cycleinr.intensity import intensity_map
+from napari_cycleinr.model.checkpoint import load_model, save_model
+from napari_cycleinr.model.blocks import CancelCheck, raise_if_cancelled
+from napari_cycleinr.model.cycleinr import CycleINR
+from napari_cycleinr.model.infer import resolve_device
+from napari_cycleinr.model.losses import cycle_loss, fit_loss
+from napari_cycleinr.model.pairs import Pair, TrainingVolume, sample_pair
+from napari_cycleinr.model.train_config import TrainConfig
+
+VALIDATION_SCALES = (2.0, 2.5, 4.0, 5.0)
+VALIDATION_SEED = 12345
+Log = Callable[[str], None]
+
+
+def load_training_volume(path: str, inplane_only: bool = False) -> TrainingVolume:
+    from napari_cycleinr.io import read_volume
+
+    volume = read_volume(path)
+    return TrainingVolume(intensity_map(volume.data, volume.metadata.get("modality")).normalise(volume.data), inplane_only)
+
+
+def split_validation(config: TrainConfig) -> tuple[list[TrainingVolume], TrainingVolume]:
+    """Train and validation volumes; with no validation scan named, hold back the last training scan (or,
+    with only one, its last 30 % of slices), so validation never sees training voxels."""
+    if not config.train_data:
+        raise CycleINRError("no training data: give --data PATHS or [data] train in the config")
+    train = [load_training_volume(p) for p in config.train_data]
+    train += [load_training_volume(p, inplane_only=True) for p in config.inplane_data]
+    if config.validation_data:
+        return train, load_training_volume(config.validation_data)
+    if len(config.train_data) > 1:
+        return train[:-1] + train[len(config.train_data) :], train[len(config.train_data) - 1]
+    whole = train[0].data
+    cut = int(round(whole.shape[0] * 0.7))
+    train[0] = TrainingVolume(whole[:cut])
+    return train, TrainingVolume(whole[cut:])
+
+
+def validation_pairs(volume: TrainingVolume, config: TrainConfig) -> list[Pair]:
+    """A fixed set of slab-average pairs at the scales users ask for most, drawn once per run."""
+    rng = np.random.default_rng(VALIDATION_SEED)
+    z, h, w = volume.data.shape
+    size = min(96, h, w)
+    pairs = []
+    for ratio in VALIDATION_SCALES:
+        n_thick = min(config.thick_slices, int(z / ratio))
+        if n_thick >= 2:
+            pairs.append(sample_pair([volume], rng, 2, n_thick, size, (ratio, ratio), ("average",), ratio=ratio, kind="average"))
+    if not pairs:
+        raise CycleINRError(f"the validation volume ({z} slices) is too short for validation at x2")
+    return pairs
+
+
+def predict_pair(model: CycleINR, pair: Pair, device: torch.device, columns: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's thin slices for a pair: (B, pixels, L), for every pixel or a sample of columns."""
+    latent = model.encode(pair.thick.to(device))
+    if columns is not None:
+        latent = type(latent)(*(None if t is None else t[:, columns] for t in latent))
+    length = pair.thin.shape[1]
+    positions = (torch.arange(length, dtype=torch.float32, device=device) + 0.5) / pair.ratio - 0.5
+    return model.decode(latent, positions, torch.tensor(1.0 / pair.ratio, device=device))
+
+
+def validate(model: CycleINR, pairs: list[Pair], device: torch.device) -> dict[str, float]:
+    """Mean L1 and PSNR (normalised units, peak 1 = the whole 4096 HU CT range) over the fixed pairs."""
+    model.eval()
+    l1, psnr = [], []
+    with torch.inference_mode():
+        for pair in pairs:
+            target = pair.thin.to(device).flatten(2).transpose(1, 2)  # (B, P, L)
+            prediction = predict_pair(model, pair, device).float()
+            l1.append(float((prediction - target).abs().mean()))
+            mse = float(((prediction.clamp(0, 1) - target.clamp(0, 1)) ** 2).mean())
+            psnr.append(10 * math.log10(1.0 / max(mse, 1e-12)))
+    model.train()
+    return {"l1": float(np.mean(l1)), "psnr": float(np.mean(psnr))}
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 5 %: a function of the step, so resuming needs no scheduler."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def training_step(model: CycleINR, pair: Pair, config: TrainConfig, device: torch.device, rng: np.random.Generator):
+    pixels = pair.thin.shape[2] * pair.thin.shape[3]
+    columns = torch.from_numpy(rng.choice(pixels, size=min(pixels, config.query_pixels), replace=False)).to(device)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and config.amp):
+        prediction = predict_pair(model, pair, device, columns).float()  # (B, cols, L)
+    target = pair.thin.to(device).flatten(2)[:, :, columns].transpose(1, 2)
+    thick = pair.thick.to(device).flatten(2)[:, :, columns].transpose(1, 2)  # (B, cols, n_thick)
+    fit = fit_loss(prediction, target)
+    cycle = cycle_loss(prediction, thick, pair.degradation.to(device))
+    return fit + config.cycle_weight * cycle, fit, cycle
+
+
+def _progress_line(step: int, total: int, loss: float, fit: float, cycle: float, rate: float, eta: float) -> str:
+    filled = int(20 * step / total)
+    bar = "#" * filled + "." * (20 - filled)
+    return (
+        f"[{bar}] {step}/{total} loss {loss:.4f} (fit {fit:.4f}, cycle {cycle:.4f}) "
+        f"{rate:.2f} steps/s, eta {eta / 60:.1f} min"
+    )
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    device: str = "auto",
+    log: Log = print,
+    cancel: CancelCheck | None = None,
+) -> dict[str, float]:
+    """Train, writing last.safetensors, best.safetensors, state.pt and history.json into out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch_device = resolve_device(device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    train_volumes, validation_volume = split_validation(config)
+    validation = validation_pairs(validation_volume, config)
+    model = CycleINR(config.model).to(torch_device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    start, best, history = 0, -math.inf, []
+    state_path = out / "state.pt"
+    if resume:
+        if not state_path.is_file():
+            raise CycleINRError(f"nothing to resume in {out}: state.pt is missing")
+        model = load_model(out / "last.safetensors", torch_device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+        state = torch.load(state_path, map_location=torch_device, weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        start, best = int(state["step"]), float(state["best_psnr"])
+        history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
+        log(f"resuming at step {start}")
+    (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    info = {"train_config": config.to_dict()}
+    if start == 0:
+        first = validate(model, validation, torch_device)
+        history.append({"step": 0, **first})
+        log(f"validation before training: PSNR {first['psnr']:.2f} dB, L1 {first['l1']:.5f}")
+    model.train()
+    started, shown = time.perf_counter(), start
+    is_tty = sys.stderr.isatty()
+    for step in range(start, config.steps):
+        raise_if_cancelled(cancel)
+        rng = np.random.default_rng([config.seed, step])
+        pair = sample_pair(
+            train_volumes, rng, config.batch, config.thick_slices, config.crop,
+            (config.scale_min, config.scale_max), config.degradations, config.inplane_fraction,
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        loss, fit, cycle = training_step(model, pair, config, torch_device, rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            rate = (done - shown) / max(time.perf_counter() - started, 1e-9)
+            line = _progress_line(done, config.steps, loss.item(), fit.item(), cycle.item(), rate, (config.steps - done) / max(rate, 1e-9))
+            if is_tty:
+                print("\r" + line, end="", file=sys.stderr, flush=True)
+            else:
+                log(line)
+        if done % config.validation_every == 0 or done == config.steps:
+            scores = validate(model, validation, torch_device)
+            history.append({"step": done, **scores, "loss": loss.item()})
+            if is_tty:
+                print(file=sys.stderr)
+            log(f"step {done}: validation PSNR {scores['psnr']:.2f} dB, L1 {scores['l1']:.5f}")
+            if scores["psnr"] > best:
+                best = scores["psnr"]
+                save_model(model, out / "best.safetensors", {**info, "step": done, "validation": scores})
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            save_model(model, out / "last.safetensors", {**info, "step": done})
+            _atomic_torch_save({"step": done, "best_psnr": best, "optimizer": optimizer.state_dict()}, state_path)
+            (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    final = history[-1] if history else {}
+    return {"steps": config.steps, "best_psnr": best, **{k: v for k, v in final.items() if k != "step"}}
+
+
+def _atomic_torch_save(state: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+

@@ -1,0 +1,117 @@
+"""The command line, run as a user runs it: a real process, real files, exit codes and stderr."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import CT_3MM, MR_3MM
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cycleinr(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run(
+        [sys.executable, "-m", "napari_cycleinr.cli", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd
+    )
+
+
+def test_upsample_with_the_bundled_model_keeps_geometry(tmp_path):
+    from napari_cycleinr.io import read_volume
+
+    out = tmp_path / "sr.nii.gz"
+    result = cycleinr("upsample", CT_3MM, "-o", out, "--factor", "2.5", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "30 -> 75 slices" in result.stdout
+    source, written = read_volume(CT_3MM), read_volume(out)
+    assert written.shape == (75, *source.shape[1:]) and written.data.dtype == source.data.dtype
+    assert written.spacing == pytest.approx((1.2, 3.0, 3.0), rel=1e-5)
+    assert np.allclose(written.affine @ [-0.5, 0, 0, 1], source.affine @ [-0.5, 0, 0, 1], atol=1e-4)
+    assert not list(tmp_path.glob(".*"))  # no temporary left behind
+
+
+def test_spacing_tiff_output_and_baselines(tmp_path, tiny_checkpoint):
+    out = tmp_path / "sr.tif"
+    result = cycleinr("upsample", MR_3MM, "-o", out, "--spacing", "1.5", "--model", tiny_checkpoint, "--float", "-q")
+    assert result.returncode == 0, result.stderr
+    from napari_cycleinr.io import read_volume
+
+    written = read_volume(out)
+    assert written.shape[0] == 40 and written.spacing[0] == pytest.approx(1.5, rel=1e-4)
+    for method in ("trilinear", "tricubic"):
+        assert cycleinr("upsample", CT_3MM, "-o", tmp_path / f"{method}.nii", "--factor", "2", "--method", method).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["upsample", "missing.nii.gz", "-o", "{out}", "--factor", "2"], "no such file"),
+        (["upsample", CT_3MM, "-o", "{out}", "--factor", "1"], "above 1"),
+        (["upsample", CT_3MM, "-o", "{out}", "--factor", "nan"], "above 1"),
+        (["upsample", CT_3MM, "-o", "{out}", "--factor", "17"], "at most 16"),
+        (["upsample", CT_3MM, "-o", "{out}", "--spacing", "4"], "not finer"),
+        (["upsample", CT_3MM, "-o", "{out}", "--factor", "2", "--device", "tpu"], "unknown device"),
+        (["upsample", CT_3MM, "-o", "{out}", "--factor", "2", "--device", "cuda"], "no CUDA GPU"),
+        (["upsample", CT_3MM, "-o", CT_3MM, "--factor", "2"], "input file"),
+        (["upsample", CT_3MM, "-o", "{tmp}/out.png", "--factor", "2"], "cannot write"),
+        (["upsample", CT_3MM, "-o", "{out}", "--factor", "2", "--model", "{tmp}/evil.pt"], "not a napari-cycleinr checkpoint"),
+        (["upsample", "{tmp}/text.nii", "-o", "{out}", "--factor", "2"], "text.nii"),
+        (["upsample", "{tmp}/flat.nii.gz", "-o", "{out}", "--factor", "2"], "flat.nii.gz"),
+        (["upsample", "{tmp}/nan.nii.gz", "-o", "{out}", "--factor", "2"], "NaN"),
+        (["evaluate", CT_3MM, "--factor", "2", "--degradation", "median"], "unknown degradation"),
+    ],
+)
+def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    import nibabel as nib
+
+    (tmp_path / "text.nii").write_text("this is not a NIfTI file\n")
+    (tmp_path / "evil.pt").write_bytes(b"\x80\x04not really a pickle")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.int16), np.eye(4)), tmp_path / "flat.nii.gz")
+    bad = np.zeros((8, 8, 4), np.float32)
+    bad[1, 1, 1] = np.nan
+    nib.save(nib.Nifti1Image(bad, np.diag([1, 1, 5, 1])), tmp_path / "nan.nii.gz")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    filled = [str(a).format(out=tmp_path / "out.nii.gz", tmp=tmp_path) for a in args]
+    result = cycleinr(*filled)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert message in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_evaluate_prints_a_table_and_writes_json_and_plot(tmp_path, tiny_checkpoint):
+    from tests.conftest import CT_HEAD
+
+    report, plot = tmp_path / "r.json", tmp_path / "snli.png"
+    result = cycleinr(
+        "evaluate", CT_3MM, CT_HEAD, "--factor", "2,2.5", "--model", tiny_checkpoint,
+        "--variant", f"grid={tiny_checkpoint}", "--methods", "trilinear,tricubic,cycleinr,grid",
+        "--json", report, "--plot", plot,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tricubic" in result.stdout and "PSNR" in result.stdout
+    results = json.loads(report.read_text())["results"]
+    assert len(results) == 4
+    for entry in results:
+        assert set(entry["methods"]) == {"trilinear", "tricubic", "cycleinr", "grid"}
+        assert all(25 < m["psnr"] < 80 and 0 < m["ssim"] <= 1 for m in entry["methods"].values())
+    assert plot.stat().st_size > 10_000
+
+
+def test_train_command_writes_checkpoints(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        "[model]\nchannels = 8\nblocks = 1\nheads = 2\ndecoder_width = 16\n"
+        "[train]\nsteps = 4\nbatch = 1\nthick_slices = 3\ncrop = 24\nquery_pixels = 64\nscale_max = 2.5\n"
+        "validation_every = 4\ncheckpoint_every = 4\nlog_every = 2\nwarmup_steps = 1\n"
+    )
+    result = cycleinr("train", "--data", CT_3MM, "--out", tmp_path / "run", "--config", config, "--seed", "1", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run" / "last.safetensors").is_file() and (tmp_path / "run" / "state.pt").is_file()
+    assert "best validation PSNR" in result.stdout

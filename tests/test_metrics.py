@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_cycleinr.model.metrics import psnr, snli, ssim
+
+
+def test_psnr_of_a_known_error():
+    reference = np.zeros((4, 8, 8))
+    test = reference + 40.95  # 1 % of the 4095 HU window everywhere
+    assert psnr(reference, test) == pytest.approx(40.0, abs=1e-6)
+    assert psnr(reference, reference) == float("inf")
+
+
+def test_ssim_is_one_for_identical_and_lower_for_noisy(ct_volume):
+    data = ct_volume.data.astype(np.float32)
+    assert ssim(data, data) == pytest.approx(1.0)
+    noisy = data + np.random.default_rng(0).normal(0, 100, data.shape)
+    assert ssim(data, noisy) < 0.95
+
+
+def test_snli_ranks_every_third_slice_smoothed_worse(ct_volume):
+    data = ct_volume.data.astype(np.float32)
+    smoothed = data.copy()
+    for i in range(1, data.shape[0], 3):
+        smoothed[i] = ndimage.gaussian_filter(data[i], 1.5)
+    untouched, damaged = snli(data, "CT"), snli(smoothed, "CT")
+    assert np.isfinite(untouched) and damaged > 1.5 * untouched
+
+
+def test_snli_of_a_volume_without_body_is_nan():
+    assert np.isnan(snli(np.full((5, 20, 20), -1000.0), "CT"))
