@@ -1,0 +1,327 @@
+"""The widget's job, without Qt or napari: plan the output grids, run the model, build the output volumes.
+
+`plan_targets` checks what the user typed against the input before anything runs. `execute` does the work
+with a progress callback and a cancel check and never raises: it returns an `Outcome` holding the outputs or
+one message for the user. `run_in_thread` turns that into a generator of progress updates for napari's thread
+worker. torch and the model package are imported only inside `execute`, so opening the widget stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import re
+import threading
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_cycleinr.errors import Cancelled, CycleINRError
+from napari_cycleinr.grid import z_grid
+from napari_cycleinr.volume import Volume
+
+log = logging.getLogger(__name__)
+
+TARGET_KINDS = ("spacing", "factor")
+METHODS = ("cycleinr", "trilinear", "tricubic")
+DEVICES = ("auto", "cpu", "cuda")
+STEPS_PER_TARGET = 1000
+CPU_FALLBACK_NOTICE = "no CUDA GPU found: running on the CPU (slower)"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One output grid: what was asked (a factor or a spacing in mm) and what it gives."""
+
+    kind: str
+    value: float
+    n_in: int
+    n_out: int
+    spacing_out: float
+
+    @property
+    def factor(self) -> float:
+        return self.n_out / self.n_in
+
+    @property
+    def suffix(self) -> str:
+        """'SRx2.5': the factor asked for, or the factor a spacing gives (3 significant digits)."""
+        shown = self.value if self.kind == "factor" else self.factor
+        return f"SRx{shown:.3g}" if self.kind == "spacing" else f"SRx{shown:g}"
+
+    def super_resolve_kwargs(self) -> dict[str, float]:
+        return {self.kind: self.value}
+
+
+def parse_values(text: str) -> list[float]:
+    """'2, 3, 5' (commas, semicolons or spaces) -> [2.0, 3.0, 5.0]."""
+    parts = [p for p in re.split(r"[,;\s]+", str(text).strip()) if p]
+    if not parts:
+        raise CycleINRError("type a target: one number, or several separated by commas (2, 3, 5)")
+    values = []
+    for part in parts:
+        try:
+            value = float(part)
+        except ValueError:
+            raise CycleINRError(f"{part!r} is not a number; type e.g. 2.5 or 2, 3, 5") from None
+        if not math.isfinite(value):
+            raise CycleINRError(f"{part!r} is not a finite number")
+        values.append(value)
+    return values
+
+
+def plan_targets(n_in: int, spacing_in: float, kind: str, text: str) -> list[Target]:
+    """The output grids for the typed values, in the order typed, one per distinct number of slices."""
+    if kind not in TARGET_KINDS:
+        raise CycleINRError(f"unknown target kind {kind!r}; choose {' or '.join(TARGET_KINDS)}")
+    targets: list[Target] = []
+    for value in parse_values(text):
+        grid = z_grid(n_in, spacing_in, **{kind: value})
+        if all(t.n_out != grid.n_out for t in targets):
+            targets.append(Target(kind, value, n_in, grid.n_out, grid.spacing_out))
+    return targets
+
+
+@dataclass
+class Job:
+    volume: Volume
+    input_name: str
+    targets: Sequence[Target]
+    method: str = "cycleinr"
+    checkpoint: str | None = None
+    """A .safetensors file, or None for the bundled default model."""
+    device: str = "auto"
+    reference: Volume | None = None
+    reference_name: str = "reference"
+    consistency: bool = False
+
+
+@dataclass(frozen=True)
+class Update:
+    """Progress of the whole job: done out of total steps, and a short status line."""
+
+    done: int
+    total: int
+    message: str = ""
+    device: str | None = None
+
+
+@dataclass
+class Output:
+    name: str
+    role: str
+    """'super_resolved', 'error' or 'consistency'."""
+    volume: Volume
+    protect: tuple[str, ...] = ()
+    """Input files a writer must never overwrite with this layer."""
+
+
+@dataclass
+class Outcome:
+    outputs: list[Output] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    """Warnings for the user (CPU fallback, a reference that does not fit the output grid)."""
+    device: str | None = None
+    cancelled: bool = False
+    error: str | None = None
+
+
+def execute(job: Job, report: Callable[[Update], Any], cancelled: Callable[[], bool]) -> Outcome:
+    """Run the job; every failure becomes `Outcome.error` (a message), a cancel `Outcome.cancelled`."""
+    outcome = Outcome()
+    try:
+        _execute(job, report, cancelled, outcome)
+    except Cancelled:
+        return Outcome(cancelled=True, device=outcome.device)
+    except CycleINRError as error:
+        return Outcome(error=str(error), device=outcome.device, notices=outcome.notices)
+    except MemoryError:
+        return Outcome(error="not enough memory for this volume and target; try a smaller factor", device=outcome.device)
+    except Exception as error:  # a bug, or a library failing: one line for the user, the traceback in the log
+        log.exception("super-resolution failed")
+        detail = " ".join(str(error).split())[:300] or "no details"
+        return Outcome(error=f"super-resolution failed ({type(error).__name__}: {detail})", device=outcome.device)
+    return outcome
+
+
+def _execute(job: Job, report: Callable[[Update], Any], cancelled: Callable[[], bool], outcome: Outcome) -> None:
+    from napari_cycleinr import __version__
+    from napari_cycleinr.model.infer import resolve_device, super_resolve
+
+    def check() -> None:
+        if cancelled():
+            raise Cancelled("cancelled")
+
+    if job.method not in METHODS:
+        raise CycleINRError(f"unknown method {job.method!r}; choose one of {', '.join(METHODS)}")
+    total = STEPS_PER_TARGET * len(job.targets)
+    device = resolve_device(job.device)
+    outcome.device = str(device)
+    if job.device == "auto" and device.type == "cpu":
+        outcome.notices.append(CPU_FALLBACK_NOTICE)
+    report(Update(0, total, f"running on {device}", device=str(device)))
+    model = None
+    if job.method == "cycleinr":
+        from napari_cycleinr.model.checkpoint import load_model
+
+        report(Update(0, total, "loading the model", device=str(device)))
+        model = load_model(job.checkpoint or None, device)
+    check()
+    source = job.volume.metadata.get("source_path")
+    protect_input = (str(source),) if source else ()
+    matched_reference = False
+    for index, target in enumerate(job.targets):
+        base = index * STEPS_PER_TARGET
+
+        def progress(done: int, blocks: int, base: int = base, target: Target = target) -> None:
+            step = base + (STEPS_PER_TARGET * done) // max(blocks, 1)
+            report(Update(step, total, f"{target.suffix}: block {done} of {blocks}"))
+
+        report(Update(base, total, f"{target.suffix}: {target.n_in} -> {target.n_out} slices"))
+        result = super_resolve(
+            job.volume,
+            **target.super_resolve_kwargs(),
+            method=job.method,
+            model=model,
+            device=device,
+            progress=progress,
+            cancel=cancelled,
+        )
+        check()
+        sr_name = f"{job.input_name}_{target.suffix}"
+        record = dict(result.metadata.get("super_resolution") or {})
+        record.update(
+            napari_cycleinr_version=__version__,
+            parameters={
+                "target": target.kind,
+                "value": target.value,
+                "method": job.method,
+                "model": job.checkpoint or "bundled default",
+                "device": job.device,
+            },
+            input_layer=job.input_name,
+            slices=[target.n_in, target.n_out],
+        )
+        if job.method == "cycleinr" and model is not None:
+            record["model_info"] = dict(getattr(model, "info", {}) or {})
+        metadata = {**result.metadata, "super_resolution": record}
+        if "nifti_header" in metadata:
+            description = f"napari-cycleinr {__version__} {target.suffix} {job.method}"
+            metadata["nifti_header"] = {**metadata["nifti_header"], "descrip": description}
+        sr = result.replace(metadata=metadata)
+        outcome.outputs.append(Output(sr_name, "super_resolved", sr, protect_input))
+        if job.reference is not None and job.reference.shape == sr.shape:
+            matched_reference = True
+            outcome.outputs.append(_error_output(job, sr, protect_input))
+            offset = _grid_offset(job.reference, sr)
+            if offset is not None and offset > 0.5 * min(sr.spacing):
+                outcome.notices.append(
+                    f"{job.reference_name} and {sr_name} have the same shape but their grids are {offset:.2g} mm "
+                    "apart: the error image compares voxels at different positions"
+                )
+        if job.consistency:
+            report(Update(base + STEPS_PER_TARGET, total, f"{target.suffix}: consistency"))
+            outcome.outputs.append(_consistency_output(job, sr, f"{sr_name}_consistency", protect_input))
+        check()
+    if job.reference is not None and not matched_reference:
+        outcome.notices.append(_reference_mismatch(job))
+    report(Update(total, total, "done"))
+
+
+def _error_output(job: Job, sr: Volume, protect_input: tuple[str, ...]) -> Output:
+    """Output minus reference, float32, on the output's grid."""
+    assert job.reference is not None
+    error = np.subtract(sr.data, job.reference.data, dtype=np.float32)
+    reference_source = job.reference.metadata.get("source_path")
+    metadata = {
+        **sr.metadata,
+        "dtype": "float32",
+        "error_image": {"definition": "output minus reference", "reference": job.reference_name},
+    }
+    if reference_source:
+        metadata["error_image"]["reference_path"] = str(reference_source)
+    if "nifti_header" in metadata:
+        metadata["nifti_header"] = {**metadata["nifti_header"], "descrip": "napari-cycleinr error (output - reference)"}
+    protect = protect_input + ((str(reference_source),) if reference_source else ())
+    return Output(f"{job.input_name}_error", "error", sr.replace(data=error, metadata=metadata), protect)
+
+
+def _consistency_output(job: Job, sr: Volume, name: str, protect_input: tuple[str, ...]) -> Output:
+    """Input minus the output degraded back onto the acquired slices (slab average), on the input's grid."""
+    from napari_cycleinr.model.degrade import degrade
+
+    n_in, n_out = job.volume.shape[0], sr.shape[0]
+    degraded = degrade(np.asarray(sr.data, dtype=np.float32), n_out / n_in, "average", n_thick=n_in)
+    difference = np.subtract(job.volume.data, degraded, dtype=np.float32)
+    metadata = {
+        **job.volume.metadata,
+        "dtype": "float32",
+        "consistency": {
+            "definition": "input minus the output averaged back onto the input slices",
+            "output_layer": name.removesuffix("_consistency"),
+            "super_resolution": sr.metadata.get("super_resolution"),
+        },
+    }
+    if "nifti_header" in metadata:
+        metadata["nifti_header"] = {**metadata["nifti_header"], "descrip": "napari-cycleinr consistency (input - degraded output)"}
+    return Output(name, "consistency", job.volume.replace(data=difference, metadata=metadata), protect_input)
+
+
+def _grid_offset(reference: Volume, output: Volume) -> float | None:
+    """Largest distance (mm) between the two volumes' corner voxel centres, or None if not comparable."""
+    corners = np.array([[i, j, k, 1.0] for i in (0, output.shape[0] - 1) for j in (0, output.shape[1] - 1) for k in (0, output.shape[2] - 1)])
+    if "source_path" not in reference.metadata:  # a layer made elsewhere: its geometry is only a guess
+        return None
+    a = corners @ reference.affine.T
+    b = corners @ output.affine.T
+    return float(np.max(np.linalg.norm(a[:, :3] - b[:, :3], axis=1)))
+
+
+def _reference_mismatch(job: Job) -> str:
+    assert job.reference is not None
+    ref = job.reference
+    shapes = ", ".join(f"{t.n_out}" for t in job.targets)
+    if ref.shape[1:] != job.volume.shape[1:]:
+        return (
+            f"no error image: {job.reference_name} is {ref.shape[1]}x{ref.shape[2]} in-plane, "
+            f"the input {job.volume.shape[1]}x{job.volume.shape[2]}; pick a reference of the same scan"
+        )
+    n_in, spacing_in = job.volume.shape[0], job.volume.spacing[0]
+    hint = ref.spacing[0]
+    try:
+        z_grid(n_in, spacing_in, spacing=hint)
+        advice = f"pick a target spacing equal to the reference's ({hint:.4g} mm)"
+    except CycleINRError:
+        advice = "pick a target spacing equal to the reference's"
+    return f"no error image: {job.reference_name} has {ref.shape[0]} slices, the output {shapes}; {advice}"
+
+
+def run_in_thread(job: Job, cancel: threading.Event) -> Generator[Update, None, Outcome]:
+    """Run `execute` in a helper thread and yield its progress updates; return its Outcome.
+
+    napari's thread worker drives this generator: each yielded Update reaches the GUI thread as a signal.
+    If the generator is closed early (worker aborted), the job is cancelled and waited for.
+    """
+    updates: queue.SimpleQueue[Update | None] = queue.SimpleQueue()
+    box: dict[str, Outcome] = {}
+
+    def work() -> None:
+        try:
+            box["outcome"] = execute(job, updates.put, cancel.is_set)
+        finally:
+            updates.put(None)
+
+    thread = threading.Thread(target=work, name="cycleinr-super-resolution", daemon=True)
+    thread.start()
+    try:
+        while (update := updates.get()) is not None:
+            yield update
+    except GeneratorExit:
+        cancel.set()
+        raise
+    finally:
+        thread.join()
+    return box.get("outcome") or Outcome(error="super-resolution stopped unexpectedly")

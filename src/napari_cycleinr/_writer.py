@@ -1,0 +1,81 @@
+"""napari writers: an image layer (input, super-resolved, error, consistency) as NIfTI or TIFF.
+
+The layer becomes a Volume again through `_layers.layer_to_volume`: its stored affine and file axis order when
+scale and translate are unchanged, else an affine rebuilt from them with the stored orientation. Writes go
+through `napari_cycleinr.io.write_volume`: atomic, never over the layer's source file nor over the inputs it
+was computed from. NIfTI keeps the full orientation; TIFF (ImageJ for uint8/uint16/int16/float32, OME-TIFF
+otherwise) keeps spacing and origin.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from napari_cycleinr._layers import layer_to_volume, protected_paths
+from napari_cycleinr.errors import CycleINRError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+TIFF_SUFFIXES = (".tif", ".tiff")
+FOLDER_SUFFIX = ".nii.gz"
+"""What each layer becomes when several layers are saved to a folder."""
+
+FullLayerData = tuple[Any, dict[str, Any], str]
+
+
+def write_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write one image layer as NIfTI; returns the path written."""
+    return [_write_layer(path, data, meta, NIFTI_SUFFIXES)]
+
+
+def write_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write one image layer as a TIFF stack with its spacing (and origin); returns the path written."""
+    return [_write_layer(path, data, meta, TIFF_SUFFIXES)]
+
+
+def write_layers_to_folder(path: str, layer_data: list[FullLayerData]) -> list[str]:
+    """Write several image layers into the folder `path` (made if needed), one `<layer name>.nii.gz` each.
+
+    A path ending in a supported suffix names the folder without it and that suffix is used for every layer.
+    """
+    from napari_cycleinr.io import file_suffix
+
+    folder = Path(os.fspath(path)).expanduser()
+    suffix = file_suffix(folder) or FOLDER_SUFFIX
+    if file_suffix(folder):
+        folder = folder.with_name(folder.name[: -len(suffix)])
+    if folder.exists() and not folder.is_dir():
+        raise CycleINRError(f"cannot write layers into {folder}: it is a file, not a folder")
+    non_images = [meta.get("name", "?") for _, meta, kind in layer_data if kind != "image"]
+    if non_images:
+        raise CycleINRError(f"only image layers can be saved here, not {', '.join(non_images)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    written, used = [], set()
+    for data, meta, _ in layer_data:
+        stem = _safe_name(str(meta.get("name") or "layer"))
+        name, n = stem, 1
+        while name.lower() in used:
+            n += 1
+            name = f"{stem}_{n}"
+        used.add(name.lower())
+        allowed = NIFTI_SUFFIXES if suffix in NIFTI_SUFFIXES else TIFF_SUFFIXES
+        written.append(_write_layer(str(folder / f"{name}{suffix}"), data, meta, allowed))
+    return written
+
+
+def _write_layer(path: str, data: Any, meta: dict[str, Any], allowed: tuple[str, ...]) -> str:
+    from napari_cycleinr.io import file_suffix, write_volume
+
+    suffix = file_suffix(path)
+    if suffix not in allowed:
+        raise CycleINRError(f"{Path(path).name}: this writer saves {' or '.join(allowed)} files")
+    volume = layer_to_volume(data, meta)
+    return str(write_volume(volume, path, refuse=protected_paths(meta)))
+
+
+def _safe_name(name: str) -> str:
+    """A layer name as a file name: path separators and control characters replaced."""
+    cleaned = re.sub(r"[\\/:*?\"<>|\x00-\x1f]+", "_", name).strip(" .")
+    return cleaned or "layer"
