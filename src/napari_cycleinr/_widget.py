@@ -40,6 +40,8 @@ MODEL_DEFAULT, MODEL_FILE = "bundled default", "checkpoint file"
 RENDERINGS = ("attenuated_mip", "mip")
 RUN_TEXT, CANCEL_TEXT = "Run", "Cancel"
 SHOW_3D_TEXT, SHOW_2D_TEXT = "Show in 3D", "Back to 2D"
+VIEW_3D_ANGLES = (-70.0, 20.0, -10.0)
+"""An oblique view from above (z, y, x data): slices, surfaces and vessels all show their depth."""
 
 
 class SuperResolutionWidget(Container):
@@ -76,13 +78,18 @@ class SuperResolutionWidget(Container):
             tooltip="a thin-slice scan on the output grid: adds an error layer (output minus reference)",
         )
         self._consistency = CheckBox(
-            text="consistency layer (input minus the output averaged back onto the input slices)", value=False
+            text="consistency layer",
+            value=False,
+            tooltip="input minus the output averaged back onto the input slices: where the output disagrees "
+            "with what was measured (needs no reference)",
         )
         self._run = PushButton(text=RUN_TEXT)
         self._progress = ProgressBar(label="progress", min=0, max=STEPS_PER_TARGET, value=0)
         self._status = Label(label="status", value="")
         self._rendering = ComboBox(label="3D rendering", choices=RENDERINGS, value="attenuated_mip")
         self._show_3d = PushButton(text=SHOW_3D_TEXT)
+        for label in (self._grid, self._device_used, self._status):
+            label.native.setWordWrap(True)
         self.extend(
             [
                 self._input,
@@ -322,8 +329,9 @@ class SuperResolutionWidget(Container):
         if layer.rendering == "attenuated_mip":
             layer.attenuation = 0.5
         viewer.dims.ndisplay = 3
-        viewer.camera.angles = (0.0, 0.0, 90.0)
         viewer.reset_view()
+        camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9 / older
+        camera.angles = VIEW_3D_ANGLES
 
     def _on_ndisplay(self, event: Any = None) -> None:
         three_d = self._viewer.dims.ndisplay == 3
