@@ -137,7 +137,8 @@ def execute(job: Job, report: Callable[[Update], Any], cancelled: Callable[[], b
     except Cancelled:
         return Outcome(cancelled=True, device=outcome.device)
     except CycleINRError as error:
-        return Outcome(error=str(error), device=outcome.device, notices=outcome.notices)
+        message = str(error).replace("use --device cpu or auto", "choose the device cpu or auto")
+        return Outcome(error=message, device=outcome.device, notices=outcome.notices)
     except MemoryError:
         return Outcome(error="not enough memory for this volume and target; try a smaller factor", device=outcome.device)
     except Exception as error:  # a bug, or a library failing: one line for the user, the traceback in the log

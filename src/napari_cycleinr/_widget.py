@@ -12,11 +12,18 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from napari_cycleinr._layers import layer_meta, layer_to_volume, volume_to_layer_data, widen_contrast_range
+from napari_cycleinr._layers import (
+    layer_geometry,
+    layer_meta,
+    layer_to_volume,
+    volume_to_layer_data,
+    widen_contrast_range,
+)
 from napari_cycleinr._runner import (
     CPU_FALLBACK_NOTICE,
     DEVICES,
@@ -163,13 +170,13 @@ class SuperResolutionWidget(Container):
         if layer is None:
             self._grid.value = "open a volume (File > Open, or File > Open Sample > napari-cycleinr)"
             return
-        try:
-            volume = layer_to_volume(layer.data, layer_meta(layer))
-            targets = plan_targets(volume.shape[0], volume.spacing[0], self._target_kind.value, self._values.value)
+        try:  # geometry only: no pass over the voxels on every keystroke
+            affine, _, _ = layer_geometry(layer_meta(layer), layer.ndim)
+            n_in, s_in = int(layer.data.shape[0]), float(np.linalg.norm(affine[:3, 0]))
+            targets = plan_targets(n_in, s_in, self._target_kind.value, self._values.value)
         except CycleINRError as error:
             self._grid.value = str(error)
             return
-        n_in, s_in = volume.shape[0], volume.spacing[0]
         self._grid.value = "; ".join(
             f"{n_in} x {s_in:.3g} mm -> {t.n_out} x {t.spacing_out:.3g} mm ({t.suffix})" for t in targets
         )
@@ -273,6 +280,7 @@ class SuperResolutionWidget(Container):
             self._add_or_replace(output)
         names = ", ".join(output.name for output in outcome.outputs)
         self._status.value = f"added {names}"
+        self._progress.value = self._progress.max
 
     def _on_crash(self, error: BaseException) -> None:  # execute() catches everything; this is a safety net
         self._status.value = f"super-resolution failed: {error}"
@@ -281,8 +289,8 @@ class SuperResolutionWidget(Container):
         self._worker = None
         self._run.text = RUN_TEXT
         self._run.enabled = True
-        if not self._cancel.is_set() and self._progress.value < self._progress.max and "failed" not in str(self._status.value):
-            self._progress.value = self._progress.max
+        if self._cancel.is_set():
+            self._progress.value = 0
 
     def _add_or_replace(self, output: Output) -> Image:
         """Add the output as a layer, replacing (in place in the list) a layer of the same name."""
