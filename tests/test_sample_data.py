@@ -25,9 +25,9 @@ def test_thick_and_thin_cover_the_same_chest():
     assert thick.metadata["modality"] == thin.metadata["modality"] == "CT"
     # A target spacing of 1.25 mm puts the output exactly on the reference's grid.
     assert z_grid(16, thick.spacing[0], spacing=1.25).n_out == thin.shape[0]
-    for index in (0, 1):  # same physical extent: the outer edges of the first and last slices agree
-        edge = lambda v: v.affine @ np.array([index * v.shape[0] - 0.5, 0.0, 0.0, 1.0])  # noqa: E731
-        np.testing.assert_allclose(edge(thick), edge(thin), atol=1e-4)
+    for side in (0, 1):  # same physical extent: the outer edges of the first and last slices agree
+        edges = [v.affine @ np.array([side * v.shape[0] - 0.5, 0.0, 0.0, 1.0]) for v in (thick, thin)]
+        np.testing.assert_allclose(edges[0], edges[1], atol=1e-4)
     # The thick volume is the slab average of the thin one (rounded to integers).
     averaged = thin.data.astype(np.float32).reshape(16, 4, 224, 224).mean(axis=1)
     assert np.abs(averaged - thick.data).max() <= 0.5 + 1e-3

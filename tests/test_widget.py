@@ -13,7 +13,14 @@ import pytest
 
 from napari_cycleinr._layers import KEY, layer_meta, layer_to_volume, volume_to_layer_data
 from napari_cycleinr._runner import CPU_FALLBACK_NOTICE
-from napari_cycleinr._widget import CANCEL_TEXT, MODEL_FILE, RUN_TEXT, SHOW_2D_TEXT, SHOW_3D_TEXT, SuperResolutionWidget
+from napari_cycleinr._widget import (
+    CANCEL_TEXT,
+    MODEL_FILE,
+    RUN_TEXT,
+    SHOW_2D_TEXT,
+    SHOW_3D_TEXT,
+    SuperResolutionWidget,
+)
 from napari_cycleinr.volume import Volume
 
 PLUGIN = "napari-cycleinr"
@@ -90,7 +97,9 @@ def small_sample(viewer, size: int = 48):
     return small, ref
 
 
-def test_end_to_end_on_the_sample_with_reference_and_consistency(viewer_and_widget, qtbot, notes, tiny_checkpoint):
+def test_end_to_end_on_the_sample_with_reference_and_consistency(
+    viewer_and_widget, qtbot, notes, tiny_checkpoint
+):
     viewer, widget = viewer_and_widget
     thick, thin = open_samples(viewer)
     widget._input.value = thick
@@ -107,17 +116,31 @@ def test_end_to_end_on_the_sample_with_reference_and_consistency(viewer_and_widg
     assert widget._progress.value == widget._progress.max
 
     names = [layer.name for layer in viewer.layers]
-    assert names == ["chest_ct_5mm", "chest_ct_1p25mm", "chest_ct_5mm_SRx4", "chest_ct_5mm_error", "chest_ct_5mm_SRx4_consistency"]
+    assert names == [
+        "chest_ct_5mm",
+        "chest_ct_1p25mm",
+        "chest_ct_5mm_SRx4",
+        "chest_ct_5mm_error",
+        "chest_ct_5mm_SRx4_consistency",
+    ]
     sr, error, consistency = (viewer.layers[n] for n in names[2:])
     assert sr.data.shape == thin.data.shape == (64, 224, 224) and sr.data.dtype == np.int16
     np.testing.assert_allclose(sr.scale, thin.scale, rtol=1e-9)
-    np.testing.assert_allclose(sr.translate, thin.translate, atol=1e-9)  # the output lands on the reference grid
+    np.testing.assert_allclose(
+        sr.translate, thin.translate, atol=1e-9
+    )  # the output lands on the reference grid
     np.testing.assert_allclose(sr.translate[1:], thick.translate[1:])
     assert tuple(sr.contrast_limits) == tuple(thick.contrast_limits)
     record = sr.metadata[KEY]["volume_metadata"]["super_resolution"]
     assert record["model"] == str(tiny_checkpoint)
     assert record["napari_cycleinr_version"]
-    assert record["parameters"] == {"target": "spacing", "value": 1.25, "method": "cycleinr", "model": str(tiny_checkpoint), "device": "auto"}
+    assert record["parameters"] == {
+        "target": "spacing",
+        "value": 1.25,
+        "method": "cycleinr",
+        "model": str(tiny_checkpoint),
+        "device": "auto",
+    }
 
     np.testing.assert_array_equal(error.data, sr.data.astype(np.float32) - thin.data.astype(np.float32))
     assert error.data.dtype == np.float32 and tuple(error.contrast_limits) == (-200.0, 200.0)
@@ -176,7 +199,9 @@ def test_cancel_mid_run_stops_quickly_and_adds_nothing(viewer_and_widget, qtbot,
     qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
     stopped_after = time.perf_counter() - asked
 
-    assert stopped_after < 3.0, f"cancel took {stopped_after:.1f} s"  # ~1 s; slack for a busy 2-core CI machine
+    assert stopped_after < 3.0, (
+        f"cancel took {stopped_after:.1f} s"
+    )  # ~1 s; slack for a busy 2-core CI machine
     assert [layer.name for layer in viewer.layers] == before
     assert widget._run.text == RUN_TEXT and widget._run.enabled
     assert "cancelled" in widget._status.value
@@ -280,6 +305,8 @@ print("torch imported:", "torch" in sys.modules)
 viewer.close()
 """
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "torch imported: False" in done.stdout

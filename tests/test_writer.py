@@ -56,7 +56,9 @@ def test_nifti_round_trip_keeps_spacing_origin_and_orientation(tmp_path, source)
 
 def test_tiff_round_trip_keeps_spacing_and_origin(tmp_path):
     volume = Volume.from_spacing(
-        np.random.default_rng(0).normal(size=(6, 20, 24)).astype(np.float32), (4.0, 0.8, 0.8), origin=(-50.0, 12.5, 3.0)
+        np.random.default_rng(0).normal(size=(6, 20, 24)).astype(np.float32),
+        (4.0, 0.8, 0.8),
+        origin=(-50.0, 12.5, 3.0),
     )
     result = super_resolve(volume, factor=2, method="trilinear", keep_dtype=True)
     data, meta = volume_to_layer_data(result, name="sr")
@@ -110,16 +112,22 @@ def test_layer_made_elsewhere_is_written_axis_aligned(tmp_path):
 
 def test_2d_and_rgb_layers_are_refused(tmp_path):
     with pytest.raises(CycleINRError, match="2D"):
-        write_nifti(str(tmp_path / "a.nii.gz"), np.zeros((4, 4)), {"name": "flat", "scale": (1, 1), "metadata": {}})
+        write_nifti(
+            str(tmp_path / "a.nii.gz"), np.zeros((4, 4)), {"name": "flat", "scale": (1, 1), "metadata": {}}
+        )
     with pytest.raises(CycleINRError, match="RGB"):
-        write_tiff(str(tmp_path / "a.tif"), np.zeros((4, 4, 3)), {"name": "photo", "rgb": True, "metadata": {}})
+        write_tiff(
+            str(tmp_path / "a.tif"), np.zeros((4, 4, 3)), {"name": "photo", "rgb": True, "metadata": {}}
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_several_layers_go_into_a_folder(tmp_path):
     data, meta = super_resolved_layer(SAMPLE)
     error_data, error_meta = volume_to_layer_data(
-        layer_to_volume(data, meta).replace(data=np.ones(data.shape, np.float32)), name="sr/error", role="error"
+        layer_to_volume(data, meta).replace(data=np.ones(data.shape, np.float32)),
+        name="sr/error",
+        role="error",
     )
     written = write_layers_to_folder(
         str(tmp_path / "out"), [(data, meta, "image"), (error_data, error_meta, "image")]

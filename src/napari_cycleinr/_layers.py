@@ -59,7 +59,8 @@ def affine_from_scale_translate(
 ) -> np.ndarray:
     """The canonical affine for napari's scale and translate, keeping the reference affine's directions.
 
-    Without a reference the volume is axis-aligned (canonical z, y, x -> world z, y, x), as `Volume.from_spacing`.
+    Without a reference the volume is axis-aligned (canonical z, y, x -> world z, y, x), as in
+    `Volume.from_spacing`.
     """
     scale = np.asarray(scale, dtype=np.float64)
     translate = np.asarray(translate, dtype=np.float64)
@@ -79,7 +80,10 @@ def _geometry_matches(affine: np.ndarray, scale: np.ndarray, translate: np.ndarr
     """Whether napari's scale/translate still say what the stored affine says (the user did not edit them)."""
     spacing, origin = scale_translate(affine)
     tolerance = 1e-6 * max(1.0, float(np.max(np.abs(origin))), float(np.max(spacing)))
-    return bool(np.allclose(scale, spacing, rtol=1e-9, atol=0) and np.allclose(translate, origin, rtol=0, atol=tolerance))
+    return bool(
+        np.allclose(scale, spacing, rtol=1e-9, atol=0)
+        and np.allclose(translate, origin, rtol=0, atol=tolerance)
+    )
 
 
 # --- Volume -> layer --------------------------------------------------------------------------------------
@@ -125,8 +129,8 @@ def volume_to_layer_data(
 ) -> LayerData:
     """(data, kwargs) for `viewer.add_image(data, **kwargs)` or a reader's LayerData tuple.
 
-    `role` ('image', 'super_resolved', 'error', 'consistency') is recorded; `protect` lists files a writer must
-    never overwrite with this layer (besides its volume's own source file). Difference images get the
+    `role` ('image', 'super_resolved', 'error', 'consistency') is recorded; `protect` lists files a writer
+    must never overwrite with this layer (besides its volume's own source file). Difference images get the
     diverging colormap and a [-200, 200] contrast unless told otherwise.
     """
     scale, translate = scale_translate(volume.affine)
@@ -137,7 +141,9 @@ def volume_to_layer_data(
     low, high = data_range(volume.data)
     difference = role in ("error", "consistency")
     if contrast_limits is None:
-        contrast_limits = DIFFERENCE_LIMITS if difference else display_limits(volume.data, metadata.get("modality"))
+        contrast_limits = (
+            DIFFERENCE_LIMITS if difference else display_limits(volume.data, metadata.get("modality"))
+        )
     contrast_limits = (float(contrast_limits[0]), float(contrast_limits[1]))
     kwargs: dict[str, Any] = {
         "scale": tuple(float(s) for s in scale),
@@ -184,12 +190,16 @@ def layer_info(meta: Mapping[str, Any]) -> dict[str, Any]:
     return dict(info) if isinstance(info, Mapping) else {}
 
 
-def layer_geometry(meta: Mapping[str, Any], ndim: int = 3) -> tuple[np.ndarray, tuple[int, int, int], dict[str, Any]]:
+def layer_geometry(
+    meta: Mapping[str, Any], ndim: int = 3
+) -> tuple[np.ndarray, tuple[int, int, int], dict[str, Any]]:
     """(affine, file_axes, volume metadata) of a layer from its state: the stored affine when scale and
     translate are unchanged, else one rebuilt from them with the stored orientation."""
     name = meta.get("name", "the layer")
     if ndim != 3:
-        raise CycleINRError(f"{name} is a {ndim}D image; super-resolution and these writers need a 3D volume (z, y, x)")
+        raise CycleINRError(
+            f"{name} is a {ndim}D image; super-resolution and these writers need a 3D volume (z, y, x)"
+        )
     scale = np.asarray(meta.get("scale", (1.0,) * ndim), dtype=np.float64)[-3:]
     translate = np.asarray(meta.get("translate", (0.0,) * ndim), dtype=np.float64)[-3:]
     if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
@@ -249,7 +259,11 @@ def widen_contrast_range(layer: Any) -> None:
     could not be windowed wider than that; this widens the range, not the window.
     """
     info = (getattr(layer, "metadata", None) or {}).get(KEY)
-    if not isinstance(info, Mapping) or not info.get("data_range") or not hasattr(layer, "contrast_limits_range"):
+    if (
+        not isinstance(info, Mapping)
+        or not info.get("data_range")
+        or not hasattr(layer, "contrast_limits_range")
+    ):
         return
     low, high = (float(v) for v in info["data_range"])
     current_low, current_high = layer.contrast_limits_range

@@ -140,15 +140,21 @@ def execute(job: Job, report: Callable[[Update], Any], cancelled: Callable[[], b
         message = str(error).replace("use --device cpu or auto", "choose the device cpu or auto")
         return Outcome(error=message, device=outcome.device, notices=outcome.notices)
     except MemoryError:
-        return Outcome(error="not enough memory for this volume and target; try a smaller factor", device=outcome.device)
+        return Outcome(
+            error="not enough memory for this volume and target; try a smaller factor", device=outcome.device
+        )
     except Exception as error:  # a bug, or a library failing: one line for the user, the traceback in the log
         log.exception("super-resolution failed")
         detail = " ".join(str(error).split())[:300] or "no details"
-        return Outcome(error=f"super-resolution failed ({type(error).__name__}: {detail})", device=outcome.device)
+        return Outcome(
+            error=f"super-resolution failed ({type(error).__name__}: {detail})", device=outcome.device
+        )
     return outcome
 
 
-def _execute(job: Job, report: Callable[[Update], Any], cancelled: Callable[[], bool], outcome: Outcome) -> None:
+def _execute(
+    job: Job, report: Callable[[Update], Any], cancelled: Callable[[], bool], outcome: Outcome
+) -> None:
     from napari_cycleinr import __version__
     from napari_cycleinr.model.infer import resolve_device, super_resolve
 
@@ -220,8 +226,8 @@ def _execute(job: Job, report: Callable[[Update], Any], cancelled: Callable[[], 
             offset = _grid_offset(job.reference, sr)
             if offset is not None and offset > 0.5 * min(sr.spacing):
                 outcome.notices.append(
-                    f"{job.reference_name} and {sr_name} have the same shape but their grids are {offset:.2g} mm "
-                    "apart: the error image compares voxels at different positions"
+                    f"{job.reference_name} and {sr_name} have the same shape but their grids are "
+                    f"{offset:.2g} mm apart: the error image compares voxels at different positions"
                 )
         if job.consistency:
             report(Update(base + STEPS_PER_TARGET, total, f"{target.suffix}: consistency"))
@@ -245,7 +251,10 @@ def _error_output(job: Job, sr: Volume, protect_input: tuple[str, ...]) -> Outpu
     if reference_source:
         metadata["error_image"]["reference_path"] = str(reference_source)
     if "nifti_header" in metadata:
-        metadata["nifti_header"] = {**metadata["nifti_header"], "descrip": "napari-cycleinr error (output - reference)"}
+        metadata["nifti_header"] = {
+            **metadata["nifti_header"],
+            "descrip": "napari-cycleinr error (output - reference)",
+        }
     protect = protect_input + ((str(reference_source),) if reference_source else ())
     return Output(f"{job.input_name}_error", "error", sr.replace(data=error, metadata=metadata), protect)
 
@@ -267,13 +276,23 @@ def _consistency_output(job: Job, sr: Volume, name: str, protect_input: tuple[st
         },
     }
     if "nifti_header" in metadata:
-        metadata["nifti_header"] = {**metadata["nifti_header"], "descrip": "napari-cycleinr consistency (input - degraded output)"}
+        metadata["nifti_header"] = {
+            **metadata["nifti_header"],
+            "descrip": "napari-cycleinr consistency (input - degraded output)",
+        }
     return Output(name, "consistency", job.volume.replace(data=difference, metadata=metadata), protect_input)
 
 
 def _grid_offset(reference: Volume, output: Volume) -> float | None:
     """Largest distance (mm) between the two volumes' corner voxel centres, or None if not comparable."""
-    corners = np.array([[i, j, k, 1.0] for i in (0, output.shape[0] - 1) for j in (0, output.shape[1] - 1) for k in (0, output.shape[2] - 1)])
+    corners = np.array(
+        [
+            [i, j, k, 1.0]
+            for i in (0, output.shape[0] - 1)
+            for j in (0, output.shape[1] - 1)
+            for k in (0, output.shape[2] - 1)
+        ]
+    )
     if "source_path" not in reference.metadata:  # a layer made elsewhere: its geometry is only a guess
         return None
     a = corners @ reference.affine.T

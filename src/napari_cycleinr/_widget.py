@@ -52,7 +52,7 @@ VIEW_3D_ANGLES = (-70.0, 20.0, -10.0)
 
 
 class SuperResolutionWidget(Container):
-    """Through-plane super-resolution of the chosen image layer, with optional error and consistency layers."""
+    """Through-plane super-resolution of an image layer, with optional error and consistency layers."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
@@ -65,7 +65,10 @@ class SuperResolutionWidget(Container):
 
         self._input = ComboBox(label="input", choices=self._image_choices, tooltip="the thick-slice volume")
         self._target_kind = ComboBox(
-            label="target", choices=TARGET_CHOICES, value="spacing", tooltip="a slice spacing in mm, or a factor"
+            label="target",
+            choices=TARGET_CHOICES,
+            value="spacing",
+            tooltip="a slice spacing in mm, or a factor",
         )
         self._values = LineEdit(
             label="value(s)",
@@ -73,7 +76,9 @@ class SuperResolutionWidget(Container):
             tooltip="one number, or several separated by commas (2, 3, 5) for one layer per scale",
         )
         self._grid = Label(label="output", value="")
-        self._method = ComboBox(label="method", choices=METHODS, value="cycleinr", tooltip="trilinear and tricubic are baselines")
+        self._method = ComboBox(
+            label="method", choices=METHODS, value="cycleinr", tooltip="trilinear and tricubic are baselines"
+        )
         self._model = ComboBox(label="model", choices=(MODEL_DEFAULT, MODEL_FILE), value=MODEL_DEFAULT)
         self._checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.safetensors", visible=False)
         self._device = ComboBox(label="device", choices=DEVICES, value="auto")
@@ -126,7 +131,12 @@ class SuperResolutionWidget(Container):
         self._run.changed.connect(self._on_run_clicked)
         self._show_3d.changed.connect(self._toggle_3d)
         layers = viewer.layers
-        for event in (layers.events.inserted, layers.events.removed, layers.events.moved, layers.events.reordered):
+        for event in (
+            layers.events.inserted,
+            layers.events.removed,
+            layers.events.moved,
+            layers.events.reordered,
+        ):
             event.connect(self._on_layers_changed)
         viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         self._update_grid()
@@ -205,7 +215,9 @@ class SuperResolutionWidget(Container):
         if layer is None:
             raise CycleINRError("choose an input image layer (open a volume first)")
         volume = layer_to_volume(layer.data, layer_meta(layer))
-        targets = plan_targets(volume.shape[0], volume.spacing[0], self._target_kind.value, self._values.value)
+        targets = plan_targets(
+            volume.shape[0], volume.spacing[0], self._target_kind.value, self._values.value
+        )
         reference_layer = self._reference.value
         reference = None
         if reference_layer is not None:
@@ -216,7 +228,9 @@ class SuperResolutionWidget(Container):
         if self._method.value == "cycleinr" and self._model.value == MODEL_FILE:
             path = self._checkpoint.value
             if path is None or str(path) in ("", ".") or not Path(path).is_file():
-                raise CycleINRError("choose a checkpoint file (.safetensors), or use the bundled default model")
+                raise CycleINRError(
+                    "choose a checkpoint file (.safetensors), or use the bundled default model"
+                )
             checkpoint = str(path)
         self._display = {"contrast_limits": tuple(layer.contrast_limits), "colormap": layer.colormap.name}
         return Job(
