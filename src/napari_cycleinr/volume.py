@@ -36,7 +36,8 @@ class Volume:
         object.__setattr__(self, "file_axes", tuple(int(a) for a in self.file_axes))
         spacing = self.spacing
         if not all(np.isfinite(s) and s > 0 for s in spacing):
-            raise CycleINRError(f"voxel spacing must be positive, got {spacing} mm")
+            said = ", ".join(f"{s:.6g}" for s in spacing)
+            raise CycleINRError(f"voxel spacing must be positive, got ({said}) mm")
 
     @classmethod
     def from_spacing(

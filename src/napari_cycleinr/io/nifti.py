@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nibabel.imageglobals import LoggingOutputSuppressor
 from nibabel.openers import ImageOpener
 
 from napari_cycleinr.io import (
@@ -25,22 +28,43 @@ MM_PER_SPATIAL_UNIT = {0: 1.0, 1: 1000.0, 2: 1.0, 3: 0.001}
 NIFTI_MM = 2
 TIME_UNIT_BITS = 0x38
 SCANNER_ANAT = 1
+GREY_DATATYPES = {2, 4, 8, 16, 64, 256, 512, 768, 1024, 1280}
+"""NIfTI datatype codes of single grey values we read (uint8 ... float64)."""
+REFUSED_DATATYPES = {
+    0: "an unknown voxel type (datatype 0)",
+    1: "1-bit (binary) voxels; save the mask with 8-bit integers",
+    32: "complex voxels (complex64); give a real-valued volume",
+    128: "RGB colour voxels; give a grey-value volume",
+    255: "an unknown voxel type (datatype 255)",
+    1536: "128-bit floating point voxels; save them as float64 or float32",
+    1792: "complex voxels (complex128); give a real-valued volume",
+    2048: "complex voxels (complex256); give a real-valued volume",
+    2304: "RGBA colour voxels; give a grey-value volume",
+}
+MAX_DEFLATE_RATIO = 1100
+"""gzip (deflate) cannot shrink data more than ~1032:1, so a .nii.gz of n bytes holds at most ~1032 n."""
 
 
 def read(path: Path, axis: str | None = None) -> Volume:
-    """A canonical Volume from a NIfTI file; shape, pixdim and size are checked before the voxels are read."""
-    with library_errors(path):
+    """A canonical Volume from a NIfTI file; header, shape, pixdim and size are checked before any voxel
+    is read, so a damaged or lying file is refused without allocating what its header claims."""
+    with library_errors(path), LoggingOutputSuppressor():  # nibabel logs its header "fixes" to stderr
+        _check_raw_header(path)
         image = nib.load(path, mmap=False)  # no memory map: the file may be replaced while we hold the array
         if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
             raise unreadable(path, f"not a NIfTI image ({type(image).__name__})")
         header = image.header
         shape = _spatial_shape(tuple(int(n) for n in image.shape), path)
-        _check_pixdim(path, type(header))
         on_disk = np.dtype(image.get_data_dtype())
         check_voxel_dtype(on_disk, path)
+        _check_file_holds_the_voxels(path, int(header.get_data_offset()), shape, on_disk.itemsize)
         scaled = image.dataobj.slope != 1 or image.dataobj.inter != 0
         check_fits_in_memory(shape, max(on_disk.itemsize, 8 if scaled else 0), path)
-        array = np.asarray(np.asanyarray(image.dataobj)).reshape(shape)
+        try:
+            array = np.asarray(np.asanyarray(image.dataobj)).reshape(shape)
+        except (EOFError, zlib.error) as error:
+            reason = f"it is truncated or damaged (the compressed data breaks off: {error})"
+            raise unreadable(path, reason) from None
         affine = np.array(image.affine, dtype=np.float64)
         codes = {key: int(header[key]) for key in ("qform_code", "sform_code", "xyzt_units")}
         descrip = bytes(np.asarray(header["descrip"]).tobytes()).split(b"\0", 1)[0]
@@ -86,13 +110,63 @@ def _spatial_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
     raise unreadable(path, f"it has {len(shape)} dimensions (shape {shape}); give a single 3D volume")
 
 
-def _check_pixdim(path: Path, header_class: type[nib.Nifti1Header]) -> None:
-    """Refuse zero, negative or NaN voxel sizes as written in the file.
+def _check_raw_header(path: Path) -> None:
+    """Refuse what is not a NIfTI volume we can read, from the header as written in the file.
 
-    nibabel silently 'repairs' them on load (abs, zero -> 1), so the raw header is read once more unchecked.
+    nibabel silently 'repairs' some fields on load (abs of pixdim, zero -> 1) and gives cryptic messages for
+    others, so the raw header is read first, unchecked: NIfTI-1 or -2 at all, a voxel type we read, the
+    number of dimensions, then positive voxel sizes along the spatial axes the file has.
     """
-    with ImageOpener(path) as file:
-        raw = header_class.from_fileobj(file, check=False)
-    pixdim = [float(v) for v in raw["pixdim"][1:4]]
+    try:
+        with ImageOpener(path) as file:
+            start = file.read(4)
+            if len(start) < 4:
+                reason = "the file is empty" if not start else "the file is too short for a NIfTI header"
+                raise unreadable(path, reason)
+            sizes = {int.from_bytes(start, "little"), int.from_bytes(start, "big")}
+            if 348 in sizes:
+                header_class: type[nib.Nifti1Header] = nib.Nifti1Header
+            elif 540 in sizes:
+                header_class = nib.Nifti2Header
+            else:
+                raise unreadable(path, "it is not a NIfTI file (its first bytes are not a NIfTI header)")
+            file.seek(0)
+            raw = header_class.from_fileobj(file, check=False)
+    except gzip.BadGzipFile:
+        raise unreadable(path, "it is not gzip-compressed, although its name ends in .gz") from None
+    except (EOFError, zlib.error):
+        raise unreadable(path, "it is truncated or damaged (the compressed data breaks off)") from None
+    if bytes(np.asarray(raw["magic"]).tobytes()).split(b"\0")[0] not in (b"n+1", b"n+2"):
+        raise unreadable(path, "it is not a single-file NIfTI image (no 'n+1' magic in its header)")
+    datatype = int(raw["datatype"])
+    if datatype in REFUSED_DATATYPES:
+        raise unreadable(path, f"it holds {REFUSED_DATATYPES[datatype]}")
+    if datatype not in GREY_DATATYPES:
+        raise unreadable(path, f"its voxel type code {datatype} is not a NIfTI data type")
+    dims = [int(n) for n in raw["dim"]]
+    if not 1 <= dims[0] <= 7 or any(n < 1 for n in dims[1 : dims[0] + 1]):
+        shown = dims[: max(1, min(dims[0], 7)) + 1]
+        raise unreadable(path, f"its header has an invalid shape (dim = {shown})")
+    _spatial_shape(tuple(dims[1 : dims[0] + 1]), path)
+    pixdim = [float(v) for v in raw["pixdim"][1 : min(dims[0], 3) + 1]]
     if not all(np.isfinite(v) and v > 0 for v in pixdim):
-        raise unreadable(path, f"voxel sizes (pixdim) must be positive numbers, the header says {pixdim}")
+        said = ", ".join(f"{v:.6g}" for v in pixdim)
+        raise unreadable(path, f"voxel sizes (pixdim) must be positive numbers, the header says [{said}]")
+
+
+def _check_file_holds_the_voxels(path: Path, offset: int, shape: tuple[int, ...], itemsize: int) -> None:
+    """Refuse a header that promises more voxel bytes than the file can hold: a truncated file, or a lying
+    header that would make the reader allocate gigabytes before finding out."""
+    voxels = int(np.prod([int(n) for n in shape], dtype=object))
+    needed = offset + voxels * int(itemsize)
+    size = path.stat().st_size
+    compressed = path.name.lower().endswith(".gz")
+    if needed <= (size * MAX_DEFLATE_RATIO if compressed else size):
+        return
+    amount = f"{needed / 1e9:.1f} GB" if needed >= 1e9 else f"{needed / 1e6:.1f} MB"
+    kind = "compressed file" if compressed else "file"
+    raise unreadable(
+        path,
+        f"its header describes {voxels:,} voxels ({amount}) but the {kind} has only {size:,} bytes: "
+        "it is truncated or its header is damaged",
+    )

@@ -12,6 +12,9 @@ the type exactly instead of converting it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
 import warnings
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.io import (
     canonical_volume,
     check_fits_in_memory,
@@ -47,13 +51,19 @@ FILE_LETTERS = "zyx"
 
 def read(path: Path, axis: str | None = None) -> Volume:
     """A canonical Volume from a 3D grayscale TIFF stack, spacing in mm (1 mm, with a warning, if unknown)."""
-    with library_errors(path):
+    with library_errors(path), _tifffile_complaints() as complaints:
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise unreadable(path, "the TIFF holds no image")
             series = tif.series[0]
-            shape = _volume_shape(tuple(series.shape), series.axes, path)
+            try:
+                shape = _volume_shape(tuple(series.shape), series.axes, path)
+            except CycleINRError:
+                if complaints:  # e.g. a truncated stack of which only the first page is left
+                    raise unreadable(path, f"it is truncated or damaged ({complaints[0]})") from None
+                raise
             check_voxel_dtype(series.dtype, path)
+            _check_file_holds_the_voxels(path, series, shape)
             check_fits_in_memory(shape, series.dtype.itemsize, path)
             flavour = "ome" if tif.is_ome else "imagej" if tif.is_imagej else "plain"
             geometry = {"ome": _ome_geometry, "imagej": _imagej_geometry}.get(flavour, _no_geometry)(tif)
@@ -137,6 +147,46 @@ def _write_ome(path: Path, array: np.ndarray, spacing: np.ndarray, origin: np.nd
     tifffile.imwrite(
         path, array, ome=True, photometric="minisblack", metadata=metadata, bigtiff=needs_bigtiff
     )
+
+
+@contextlib.contextmanager
+def _tifffile_complaints():
+    """Collect what tifffile logs while reading (damaged IFDs, bad offsets) instead of printing it: the
+    command line promises one line on stderr, and the reason goes into our own message when reading fails."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            with contextlib.suppress(Exception):
+                text = re.sub(r"<[^<>]*>", "", record.getMessage())  # drop tifffile's object reprs
+                messages.append(" ".join(text.replace("('", "(").replace("')", ")").split())[:200])
+
+    logger = logging.getLogger("tifffile")
+    handler, propagate = Collect(level=logging.DEBUG), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _check_file_holds_the_voxels(path: Path, series: Any, shape: tuple[int, int, int]) -> None:
+    """Refuse an uncompressed stack whose pages claim more voxel bytes than the file has (truncated, or a
+    damaged header that would make the reader allocate what it claims before failing)."""
+    keyframe = getattr(series, "keyframe", None)
+    if keyframe is None or int(getattr(keyframe, "compression", 1)) != 1:
+        return  # compressed data: its size on disk says nothing about the array's
+    bits = int(getattr(keyframe, "bitspersample", 8 * series.dtype.itemsize) or 1)  # masks: 1 bit per voxel
+    needed = (int(np.prod([int(n) for n in shape], dtype=object)) * bits + 7) // 8
+    size = path.stat().st_size
+    if needed > size:
+        raise unreadable(
+            path,
+            f"its pages describe {needed:,} bytes of voxels {tuple(shape)} but the file has only "
+            f"{size:,} bytes: it is truncated or damaged",
+        )
 
 
 def _volume_shape(shape: tuple[int, ...], axes: str, path: Path) -> tuple[int, int, int]:
