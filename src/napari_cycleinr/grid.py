@@ -57,6 +57,11 @@ def z_grid(n_in: int, spacing_in: float, factor: float | None = None, spacing: f
                 f"the target spacing {spacing:g} mm is not finer than the input's {spacing_in:g} mm"
             )
         factor = spacing_in / spacing
+        if factor > MAX_FACTOR:
+            raise CycleINRError(
+                f"the target spacing {spacing:g} mm is more than {MAX_FACTOR:g} times finer than the input's "
+                f"{spacing_in:g} mm; choose {spacing_in / MAX_FACTOR:.4g} mm or more"
+            )
     factor = float(factor)  # type: ignore[arg-type]
     if not math.isfinite(factor) or factor <= 1.0 or factor > MAX_FACTOR:
         raise CycleINRError(f"the factor must be a number above 1 and at most {MAX_FACTOR:g}, got {factor:g}")
