@@ -56,15 +56,42 @@ def prepare_destination(
     return destination
 
 
+def check_destination(
+    path: str | os.PathLike[str],
+    *,
+    source: str | os.PathLike[str] | None = None,
+    refuse: Iterable[str | os.PathLike[str]] = (),
+    overwrite: bool = True,
+) -> Path:
+    """Everything `write_volume` will refuse, checked before a long run rather than after it.
+
+    `prepare_destination`'s refusals, then a real probe: the hidden temporary is created (O_EXCL) and removed
+    again, which is the only reliable test of a read-only folder or file system (permissions do not stop root).
+    """
+    destination = prepare_destination(path, source=source, refuse=refuse, overwrite=overwrite)
+    probe = _temporary_name(destination)
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as error:
+        raise _cannot_write(destination, error) from error
+    with contextlib.suppress(OSError):
+        probe.unlink()
+    return destination
+
+
+def _temporary_name(destination: Path) -> Path:
+    suffix = file_suffix(destination) or destination.suffix.lower()
+    stem = destination.name[: len(destination.name) - len(suffix)]
+    return destination.with_name(f".{stem}.{secrets.token_hex(4)}{TEMPORARY_MARK}{suffix}")
+
+
 def write_atomically(destination: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(temporary_path)`, then move the finished file onto `destination` in one step.
 
     On any failure the temporary file is removed and a previous file at `destination` stays as it was;
     OSErrors (permissions, full disk) become CycleINRErrors with the system's reason.
     """
-    suffix = file_suffix(destination) or destination.suffix.lower()
-    stem = destination.name[: len(destination.name) - len(suffix)]
-    temporary = destination.with_name(f".{stem}.{secrets.token_hex(4)}{TEMPORARY_MARK}{suffix}")
+    temporary = _temporary_name(destination)
     try:
         # O_EXCL: never reuse someone else's file; mode 0o666 lets the umask decide, as for any new file.
         os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
