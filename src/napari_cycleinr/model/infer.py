@@ -334,19 +334,14 @@ class _FusedModel:
         """(P, C) latent codes of one slice -> (P, F) per-code terms: [keys | values | queries | layer 1]."""
         return torch.addmm(self.project_b, codes.to(self.dtype), self.project_w, out=out)
 
-    def slice_terms(
-        self, positions: np.ndarray, neighbours: np.ndarray, cell: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """What depends only on the output slice (never on the pixel), for an interval's Qf slices."""
-        device = cell.device
-        frac = torch.from_numpy((positions - np.floor(positions)).astype(np.float32)).to(device)
+    def slice_terms(self, frac: torch.Tensor, offsets: torch.Tensor, cell: torch.Tensor) -> dict:
+        """What depends only on the output slice (never on the pixel), for an interval's Qf slices: frac (Qf,)
+        their positions' fractional parts, offsets (Qf, K) from their neighbours."""
         context = torch.cat([sinusoidal(frac, self.frequencies), cell.expand(frac.shape)[:, None]], dim=-1)
         terms = {"layer1": (context @ self.w_context.T + self.bias1).to(self.dtype)}  # (Qf, W)
         if self.attention is not None:
             att, mask = self.attention, self.head_mask.to(torch.float32)
-            qf, k, h, ch = len(positions), self.neighbours, self.heads, self.channels
-            offsets = positions[:, None] - neighbours[None, :]
-            offsets = torch.from_numpy(offsets.astype(np.float32)).to(device)
+            qf, k, h, ch = len(frac), self.neighbours, self.heads, self.channels
             qpos = att.query_position(frac, cell) * self.scale  # (Qf, C)
             kpos = att.key_position(offsets, cell)  # (Qf, K, C)
             vpos = att.value_position(offsets, cell)
@@ -476,21 +471,23 @@ def _fast_blocks(
     intervals = _intervals(positions, n, cfg.neighbours)
     plan = _stream_plan(intervals, n, options.slab, cfg.blocks)
     cell_t = torch.tensor(cell, dtype=torch.float32, device=device)
+    # per output slice, computed in float64 and sent to the device once: its interval's weights and offsets
+    offsets = np.concatenate([positions[iv.j0 : iv.j1, None] - iv.neighbours[None, :] for iv in intervals])
+    geometry = {
+        "t": np.concatenate([iv.t for iv in intervals]),
+        "frac": positions - np.floor(positions),
+        "offsets": offsets,
+    }
+    geometry = {key: torch.from_numpy(value.astype(np.float32)).to(device) for key, value in geometry.items()}
     decode = _compiled(fused.decode) if options.compile and device.type == "cuda" else fused.decode
     with torch.inference_mode():
-        terms = [fused.slice_terms(positions[iv.j0 : iv.j1], iv.neighbours, cell_t) for iv in intervals]
-        for iv, term in zip(intervals, terms):
-            term["t"] = torch.from_numpy(iv.t).to(device)
         tiles = (
             (slice(y0, min(h, y0 + options.tile)), slice(x0, min(w, x0 + options.tile)))
             for y0 in range(0, h, options.tile)
             for x0 in range(0, w, options.tile)
         )
-        results = (
-            item
-            for tile in tiles
-            for item in _tile_blocks(fused, decode, lr, tile, intervals, terms, plan, device, options, cancel)
-        )
+        shared = (geometry, cell_t, intervals, plan, options, cancel)
+        results = (item for tile in tiles for item in _tile_blocks(fused, decode, lr, tile, *shared))
         yield from _to_host(results, device, finish)
 
 
@@ -568,15 +565,20 @@ def _tile_blocks(
     decode: Callable,
     lr: np.ndarray,
     tile: tuple[slice, slice],
+    geometry: dict[str, torch.Tensor],
+    cell: torch.Tensor,
     intervals: list[_Interval],
-    terms: list[dict[str, torch.Tensor]],
     plan: list[tuple[int, int, int]],
-    device: torch.device,
     options: InferenceOptions,
     cancel: CancelCheck | None,
 ) -> Iterator[tuple[slice, slice, slice, torch.Tensor]]:
-    """Stream one in-plane tile through the encoder along z and decode each interval once it can be."""
+    """Stream one in-plane tile through the encoder along z and decode each interval once it can be.
+
+    The per-slice terms are recomputed per tile (well under a millisecond per interval) rather than kept for
+    the whole scan, so that nothing held grows with the number of slices.
+    """
     n, h, w = lr.shape
+    device = cell.device
     rows, cols = tile
     halo = fused.model.config.inplane_halo
     ylo, yhi = max(0, rows.start - halo), min(h, rows.stop + halo)
@@ -608,8 +610,10 @@ def _tile_blocks(
         j0, j1 = intervals[i0].j0, intervals[i1 - 1].j1
         out = torch.empty((j1 - j0, pixels), dtype=torch.float32, device=device)
         for i in range(i0, i1):
-            iv, term = intervals[i], terms[i]
-            t = term["t"]
+            iv = intervals[i]
+            j = slice(iv.j0, iv.j1)
+            term = fused.slice_terms(geometry["frac"][j], geometry["offsets"][j], cell)
+            t = geometry["t"][j]
             near = [codes[int(z)] for z in iv.neighbours]
             lower, upper = codes[iv.lower], codes[iv.lower + 1]
             step = max(1, queries // len(iv.t))
@@ -745,17 +749,17 @@ def super_resolve(
             model = load_model(None, torch_device)
         model = model.to(torch_device).eval()
     intensities = intensity_map(volume.data, modality)
-    lr = intensities.normalise(volume.data)
+    options = options or InferenceOptions.for_device(torch_device)
+    fast = method == "cycleinr" and uses_fast_path(model, options)
+    # the fast path reads the input a slab at a time, so it is normalised on demand rather than copied whole
+    lr = _Normalised(volume.data, intensities) if fast else intensities.normalise(volume.data)
     out_dtype = volume.data.dtype if keep_dtype else np.dtype(np.float32)
     shape = (grid.n_out, *volume.shape[1:])
     if out is None:
         out = np.empty(shape, dtype=out_dtype)
     elif out.shape != shape:
         raise CycleINRError(f"the output array has shape {out.shape}, expected {shape}")
-    options = options or InferenceOptions.for_device(torch_device)
-    finish = None
-    if method == "cycleinr" and uses_fast_path(model, options):
-        finish = output_finisher(intensities, out.dtype)
+    finish = output_finisher(intensities, out.dtype) if fast else None
     total = _count_blocks(method, grid, volume.shape, model, options)
     threads = choose_threads(options.threads) if torch_device.type == "cpu" else 0
     started = time.perf_counter()
@@ -789,6 +793,19 @@ def super_resolve(
     metadata = dict(volume.metadata)
     metadata["super_resolution"] = record
     return Volume(out, resampled_z_affine(volume.affine, grid.z_ratio), volume.file_axes, metadata)
+
+
+class _Normalised:
+    """A volume's normalised intensities, computed slab by slab when indexed."""
+
+    def __init__(self, data: np.ndarray, intensities: IntensityMap) -> None:
+        self.data, self.intensities, self.shape = data, intensities, data.shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        return self.intensities.normalise(self.data[key])
 
 
 def _count_blocks(
