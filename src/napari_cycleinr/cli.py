@@ -141,6 +141,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from napari_cycleinr.model.benchmark import format_report, parse_counts, parse_sizes, run_benchmark
+    from napari_cycleinr.model.infer import resolve_device
+
+    resolve_device(args.device)  # fail early on a device that is not there
+    if args.factor is None or not (args.factor > 1):
+        raise CycleINRError(f"the factor must be above 1, got {args.factor}")
+    if args.input and not Path(args.input).is_file():
+        raise CycleINRError(f"no such file: {args.input}")
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    report = run_benchmark(
+        sizes=parse_sizes(args.sizes),
+        scaling=parse_counts(args.scaling),
+        methods=methods,
+        factor=args.factor,
+        device=args.device,
+        threads=args.threads,
+        model=args.model,
+        source=args.input,
+        isolate=not args.in_process,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(format_report(report))
+    if args.json:
+        from napari_cycleinr.io.atomic import prepare_destination, write_atomically
+
+        text = json.dumps(report, indent=2) + "\n"
+        write_atomically(prepare_destination(args.json), lambda tmp: tmp.write_text(text))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cycleinr", description="Arbitrary-scale through-plane super-resolution of CT and MRI (CycleINR).")
     parser.add_argument("--version", action="version", version=f"napari-cycleinr {__version__}")
@@ -185,6 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--axis", choices=["x", "y", "z"])
     ev.add_argument("--modality", choices=["CT", "MR", "ct", "mr"])
     ev.set_defaults(run=cmd_evaluate)
+
+    bm = sub.add_parser("benchmark", help="time CycleINR against tricubic and trilinear interpolation")
+    bm.add_argument("--device", default="auto", help="auto, cpu or cuda (CycleINR; the interpolations run on the CPU)")
+    bm.add_argument("--json", help="also write the figures as JSON")
+    bm.add_argument("--model", help="checkpoint (default: the bundled model)")
+    bm.add_argument("--input", help="a real CT scan to crop or mirror-tile (default: the bundled chest sample)")
+    bm.add_argument("--sizes", default="256x256x60,512x512x60", help="columns x rows x slices, comma-separated")
+    bm.add_argument("--scaling", default="30,60,120,240", help="input slice counts of the scaling series ('' skips it)")
+    bm.add_argument("--methods", default="cycleinr,tricubic,trilinear")
+    bm.add_argument("--factor", type=float, default=5.0)
+    bm.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the idle cores)")
+    bm.add_argument("--in-process", action="store_true", help="run every case in this process instead of a fresh one each")
+    bm.set_defaults(run=cmd_benchmark)
     return parser
 
 

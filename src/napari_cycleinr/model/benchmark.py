@@ -1,0 +1,394 @@
+"""`cycleinr benchmark`: how fast CycleINR super-resolves real CT next to the interpolations people fall back
+to, and how much memory each run takes.
+
+Each case (a method on a volume size) runs in a fresh process by default, so its peak RSS is its own. The
+volumes are real CT: the bundled chest sample (or a scan the user names) cropped or mirror-tiled to the size.
+A scaling series runs CycleINR on 30 to 240 input slices with input and output memory-mapped on disk, so the
+process's anonymous memory is its working memory, which should stay flat while time grows linearly.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from importlib import resources
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from napari_cycleinr.errors import CycleINRError
+
+SIZES: tuple[tuple[int, int, int], ...] = ((60, 256, 256), (60, 512, 512))
+"""(slices, rows, columns) of the input volumes."""
+SCALING_SLICES: tuple[int, ...] = (30, 60, 120, 240)
+METHODS: tuple[str, ...] = ("cycleinr", "tricubic", "trilinear")
+FACTOR = 5.0
+LINEAR_R2 = 0.98
+"""A time series counts as linear in the number of slices when a straight line explains this much of it."""
+FLAT_MB = 64.0
+"""Working memory counts as flat when its peaks over the scaling series differ by at most this (or 20 %)."""
+MB = 2**20
+
+
+def sample_path() -> Path:
+    return Path(str(resources.files("napari_cycleinr") / "sample_data" / "chest_ct_5mm.nii.gz"))
+
+
+def fit_shape(data: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Centre-crop the axes that are too long and mirror-tile the ones that are too short."""
+    out = data
+    for axis, size in enumerate(shape):
+        have = out.shape[axis]
+        if have > size:
+            start = (have - size) // 2
+            out = np.take(out, np.arange(start, start + size), axis=axis)
+        elif have < size:
+            pad = [(0, 0)] * 3
+            pad[axis] = ((size - have) // 2, size - have - (size - have) // 2)
+            out = np.pad(out, pad, mode="symmetric")
+    return np.ascontiguousarray(out)
+
+
+def benchmark_volume(shape: tuple[int, int, int], source: str | Path | None = None):
+    """A Volume of real CT with exactly `shape` voxels, with the source scan's spacing."""
+    from napari_cycleinr.io import read_volume
+    from napari_cycleinr.volume import Volume
+
+    scan = read_volume(source or sample_path())
+    data = fit_shape(scan.data, shape)
+    metadata = {"modality": scan.metadata.get("modality"), "benchmark_source": str(source or sample_path())}
+    return Volume.from_spacing(data, scan.spacing, metadata=metadata)
+
+
+def _statm_mb() -> tuple[float, float]:
+    """(resident, anonymous resident) memory of this process in MB, from /proc/self/statm."""
+    with open("/proc/self/statm") as handle:
+        fields = handle.read().split()
+    page = os.sysconf("SC_PAGE_SIZE")
+    resident, shared = int(fields[1]) * page, int(fields[2]) * page
+    return resident / MB, (resident - shared) / MB
+
+
+def _max_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+class PeakMemory:
+    """Samples this process's resident memory in a thread while the block runs (every few milliseconds)."""
+
+    def __init__(self, interval: float = 0.003) -> None:
+        self.interval = interval
+        self.start = self.peak = (0.0, 0.0)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        while True:
+            now = _statm_mb()
+            self.peak = (max(self.peak[0], now[0]), max(self.peak[1], now[1]))
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self.start = self.peak = _statm_mb()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        now = _statm_mb()
+        self.peak = (max(self.peak[0], now[0]), max(self.peak[1], now[1]))
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    shape: tuple[int, int, int]
+    factor: float = FACTOR
+    device: str = "auto"
+    threads: int = 0
+    model: str | None = None
+    source: str | None = None
+    memmap: bool = False
+    """Input and output as memory-mapped files (the scaling series), so they are not anonymous memory."""
+    warmup: bool = True
+
+
+def size_label(shape: tuple[int, int, int]) -> str:
+    """(slices, rows, columns) -> '256x256x60', the way peers quote sizes."""
+    return f"{shape[2]}x{shape[1]}x{shape[0]}"
+
+
+def run_case(case: Case) -> dict[str, Any]:
+    """Time one super-resolution in this process and measure its memory."""
+    import torch
+
+    from napari_cycleinr.grid import z_grid
+    from napari_cycleinr.model.infer import InferenceOptions, resolve_device, super_resolve
+    from napari_cycleinr.volume import Volume
+
+    device = resolve_device(case.device)
+    compute_device = device if case.method == "cycleinr" else torch.device("cpu")
+    model = None
+    if case.method == "cycleinr":
+        from napari_cycleinr.model.checkpoint import load_model
+
+        model = load_model(case.model, device)
+    options = replace(InferenceOptions.for_device(compute_device), threads=case.threads)
+    volume = benchmark_volume(case.shape, case.source)
+    kwargs = {"factor": case.factor, "method": case.method, "model": model, "device": compute_device}
+    if case.warmup:  # one-off costs (thread pools, kernels, CUDA context) are not what is being measured
+        small = volume.data[: min(volume.shape[0], 12), :64, :64]
+        super_resolve(volume.replace(data=small), options=options, **kwargs)
+    with tempfile.TemporaryDirectory(prefix="cycleinr-benchmark-") as folder:
+        out = None
+        if case.memmap:
+            np.save(Path(folder) / "input.npy", volume.data)
+            data = np.load(Path(folder) / "input.npy", mmap_mode="r")
+            volume = Volume(data, volume.affine, volume.file_axes, volume.metadata)
+            grid = z_grid(volume.shape[0], volume.spacing[0], factor=case.factor)
+            shape = (grid.n_out, *volume.shape[1:])
+            out = np.lib.format.open_memmap(Path(folder) / "output.npy", "w+", volume.data.dtype, shape)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(device)
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            result = super_resolve(volume, options=options, out=out, **kwargs)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - started
+        record = result.metadata["super_resolution"]
+        voxels = int(np.prod(result.shape))
+        del result, out
+    peak_cuda = torch.cuda.max_memory_allocated(device) / MB if device.type == "cuda" else None
+    return {
+        "method": case.method,
+        "size": size_label(case.shape),
+        "input_shape": list(case.shape),
+        "output_shape": [int(round(case.shape[0] * case.factor)), *case.shape[1:]],
+        "factor": case.factor,
+        "device": record["device"],
+        "threads": record.get("threads", torch.get_num_threads()) if compute_device.type == "cpu" else None,
+        "seconds": round(seconds, 3),
+        "output_voxels": voxels,
+        "voxels_per_second": round(voxels / max(seconds, 1e-9)),
+        "peak_rss_mb": round(max(memory.peak[0], _max_rss_mb()), 1),
+        "rss_increase_mb": round(memory.peak[0] - memory.start[0], 1),
+        "working_memory_mb": round(memory.peak[1] - memory.start[1], 1),
+        "peak_cuda_mb": None if peak_cuda is None else round(peak_cuda, 1),
+        "memmap": case.memmap,
+    }
+
+
+def run_isolated(case: Case) -> dict[str, Any]:
+    """run_case in a fresh (spawned) process, so that its peak RSS is its own."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(run_case, case).result()
+
+
+def scaling_summary(slices: list[int], seconds: list[float], memory_mb: list[float]) -> dict[str, Any]:
+    """Does time grow linearly with the number of slices, and does working memory stay flat?"""
+    x, y = np.asarray(slices, dtype=float), np.asarray(seconds, dtype=float)
+    if len(x) < 2 or np.ptp(x) == 0:
+        raise CycleINRError("the scaling series needs at least two different slice counts")
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = float(np.sum((y - (slope * x + intercept)) ** 2))
+    total = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - residual / total if total > 0 else 1.0
+    spread = float(np.ptp(memory_mb))
+    smallest = float(np.min(memory_mb))
+    return {
+        "seconds_per_input_slice": round(float(slope), 4),
+        "intercept_seconds": round(float(intercept), 3),
+        "r2": round(r2, 4),
+        "linear": bool(r2 >= LINEAR_R2 and slope > 0),
+        "memory_spread_mb": round(spread, 1),
+        "flat_memory": bool(spread <= max(FLAT_MB, 0.2 * max(smallest, 0.0))),
+    }
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    import torch
+
+    from napari_cycleinr.model.infer import available_cores, busy_elsewhere, resolve_device
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores_available": available_cores(),
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_average_start": [round(v, 2) for v in os.getloadavg()],
+        "cores_busy_elsewhere_start": round(busy_elsewhere(0.5), 2),
+    }
+    torch_device = resolve_device(device)
+    if torch_device.type == "cuda":
+        properties = torch.cuda.get_device_properties(torch_device)
+        info["gpu"] = properties.name
+        info["gpu_memory_gb"] = round(properties.total_memory / 2**30, 1)
+    return info
+
+
+def run_benchmark(
+    sizes: tuple[tuple[int, int, int], ...] = SIZES,
+    scaling: tuple[int, ...] = SCALING_SLICES,
+    methods: tuple[str, ...] = METHODS,
+    factor: float = FACTOR,
+    device: str = "auto",
+    threads: int = 0,
+    model: str | None = None,
+    source: str | None = None,
+    isolate: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Every method on every size, then the CycleINR scaling series; a JSON-ready report."""
+    from napari_cycleinr import __version__
+    from napari_cycleinr.model.infer import METHODS as KNOWN
+
+    unknown = [m for m in methods if m not in KNOWN]
+    if unknown:
+        raise CycleINRError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(KNOWN)}")
+    if not sizes and not scaling:
+        raise CycleINRError("nothing to benchmark: give at least one size or one scaling slice count")
+    run = run_isolated if isolate else run_case
+    base = Case("cycleinr", (1, 1, 1), factor, device, threads, model, source)
+    report: dict[str, Any] = {"version": __version__, "factor": factor, "isolated": isolate}
+    report["machine"] = machine_info(device)
+    results = []
+    for shape in sizes:
+        for method in methods:
+            result = run(replace(base, method=method, shape=shape))
+            results.append(result)
+            log(_line(result))
+    report["results"] = results
+    ratios = {}
+    for shape in sizes:
+        by_method = {r["method"]: r for r in results if r["size"] == size_label(shape)}
+        if "cycleinr" in by_method and "tricubic" in by_method:
+            ratio = by_method["cycleinr"]["seconds"] / by_method["tricubic"]["seconds"]
+            ratios[size_label(shape)] = round(ratio, 2)
+    report["cycleinr_over_tricubic"] = ratios
+    if scaling:
+        rows, cols = sizes[0][1:] if sizes else SIZES[0][1:]
+        points = []
+        for n in scaling:
+            result = run(replace(base, shape=(n, rows, cols), memmap=True))
+            points.append(result)
+            log(_line(result, "scaling"))
+        summary = scaling_summary(
+            [p["input_shape"][0] for p in points], [p["seconds"] for p in points],
+            [p["working_memory_mb"] for p in points],
+        )
+        report["scaling"] = {"in_plane": [rows, cols], "points": points, **summary}
+    report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    return report
+
+
+def _line(result: dict[str, Any], prefix: str = "") -> str:
+    label = f"{prefix} " if prefix else ""
+    return (
+        f"{label}{result['method']} {result['size']} x{result['factor']:g}: {result['seconds']:.2f} s, "
+        f"{result['voxels_per_second'] / 1e6:.2f} Mvoxel/s, peak RSS {result['peak_rss_mb']:.0f} MB"
+    )
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    lines = [
+        f"napari-cycleinr {report['version']} benchmark, x{report['factor']:g} along z"
+        + ("" if report.get("isolated", True) else " (in one process)"),
+        f"machine: {machine['cpu']}, {machine['cores_available']} cores available, torch {machine['torch']}"
+        + (f", GPU {machine['gpu']}" if "gpu" in machine else ""),
+        f"load average at start {machine['load_average_start'][0]:.2f}, "
+        f"cores busy with other work {machine['cores_busy_elsewhere_start']:.2f}"
+        + (f"; at end {machine['load_average_end'][0]:.2f}" if "load_average_end" in machine else ""),
+        "",
+        f"{'input (x*y*z)':<14} {'method':<10} {'device':<7} {'threads':>7} {'seconds':>9} {'Mvoxel/s':>9} "
+        f"{'peak RSS MB':>11} {'+RSS MB':>8} {'CUDA MB':>8}",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"{r['size']:<14} {r['method']:<10} {r['device']:<7} {r['threads'] or '-':>7} "
+            f"{r['seconds']:>9.2f} "
+            f"{r['voxels_per_second'] / 1e6:>9.2f} {r['peak_rss_mb']:>11.0f} {r['rss_increase_mb']:>8.0f} "
+            f"{_mb(r['peak_cuda_mb']):>8}"
+        )
+    for size, ratio in report.get("cycleinr_over_tricubic", {}).items():
+        lines.append(f"CycleINR / tricubic time at {size}: {ratio:.2f}")
+    scaling = report.get("scaling")
+    if scaling:
+        rows, cols = scaling["in_plane"]
+        lines += [
+            "",
+            f"scaling, CycleINR on {cols}x{rows} (input and output memory-mapped):",
+            f"{'slices':>8} {'seconds':>9} {'s/slice':>8} {'working MB':>11} {'peak RSS MB':>11}",
+        ]
+        for p in scaling["points"]:
+            n = p["input_shape"][0]
+            lines.append(
+                f"{n:>8} {p['seconds']:>9.2f} {p['seconds'] / n:>8.3f} {p['working_memory_mb']:>11.0f} "
+                f"{p['peak_rss_mb']:>11.0f}"
+            )
+        lines.append(
+            f"time: {scaling['seconds_per_input_slice']:.3f} s per input slice "
+            f"+ {scaling['intercept_seconds']:.2f} s, R^2 {scaling['r2']:.3f} "
+            f"({'linear' if scaling['linear'] else 'NOT linear'}); working memory spread "
+            f"{scaling['memory_spread_mb']:.0f} MB ({'flat' if scaling['flat_memory'] else 'NOT flat'})"
+        )
+    return "\n".join(lines)
+
+
+def parse_sizes(text: str) -> tuple[tuple[int, int, int], ...]:
+    """'256x256x60,512x512x60' (x, y, slices, as peers quote them) -> ((60, 256, 256), (60, 512, 512))."""
+    sizes = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            x, y, z = (int(v) for v in part.lower().split("x"))
+        except ValueError:
+            message = f"sizes look like 256x256x60 (columns x rows x slices), got {part!r}"
+            raise CycleINRError(message) from None
+        if min(x, y) < 8 or z < 2:
+            raise CycleINRError(f"size {part} is too small: need at least 8x8 pixels and 2 slices")
+        sizes.append((z, y, x))
+    return tuple(sizes)
+
+
+def parse_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise CycleINRError(f"slice counts look like 30,60,120,240, got {text!r}") from None
+    if any(c < 2 for c in counts):
+        raise CycleINRError("every scaling slice count must be at least 2")
+    return counts
+
+
+__all__ = [
+    "Case", "PeakMemory", "benchmark_volume", "fit_shape", "format_report", "machine_info", "parse_counts",
+    "parse_sizes", "run_benchmark", "run_case", "run_isolated", "scaling_summary", "size_label",
+]
