@@ -99,6 +99,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["validation_data"] = str(Path(args.validation).resolve())
     config = load_train_config(args.config, **overrides)
     summary = train(config, args.out, resume=args.resume, device=args.device)
+    if summary.get("rank", 0) != 0:  # under torchrun only rank 0 reports
+        return 0
     print(f"trained {summary['steps']} steps; best validation PSNR {summary['best_psnr']:.2f} dB; checkpoints in {args.out}")
     return 0
 

@@ -2,6 +2,11 @@
 
 Randomness is drawn from a generator seeded by (seed, step), so a resumed run sees exactly the batches the
 uninterrupted run would have seen, without storing any RNG state.
+
+Started by torchrun with several processes, each rank draws its own crops from (seed, step, rank) (the
+random-crop sampler's equivalent of a DistributedSampler), the model is wrapped in DistributedDataParallel
+so that gradients are averaged across ranks, and only rank 0 validates, logs and writes checkpoints; the
+effective batch is batch x world size.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from napari_cycleinr.intensity import intensity_map
 from napari_cycleinr.model.checkpoint import load_model, save_model
 from napari_cycleinr.model.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.model.cycleinr import CycleINR
+from napari_cycleinr.model import distributed
 from napari_cycleinr.model.infer import resolve_device
 from napari_cycleinr.model.losses import cycle_loss, fit_loss
 from napari_cycleinr.model.pairs import Pair, TrainingVolume, sample_pair
@@ -73,12 +79,35 @@ def validation_pairs(volume: TrainingVolume, config: TrainConfig) -> list[Pair]:
 
 def predict_pair(model: CycleINR, pair: Pair, device: torch.device, columns: torch.Tensor | None = None) -> torch.Tensor:
     """The model's thin slices for a pair: (B, pixels, L), for every pixel or a sample of columns."""
-    latent = model.encode(pair.thick.to(device))
-    if columns is not None:
-        latent = type(latent)(*(None if t is None else t[:, columns] for t in latent))
+    positions, cell = pair_queries(pair, device)
+    return decode_columns(model, pair.thick.to(device), positions, cell, columns)
+
+
+def pair_queries(pair: Pair, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The thin slices' positions (in thick-slice units) and the cell size of a pair."""
     length = pair.thin.shape[1]
     positions = (torch.arange(length, dtype=torch.float32, device=device) + 0.5) / pair.ratio - 0.5
-    return model.decode(latent, positions, torch.tensor(1.0 / pair.ratio, device=device))
+    return positions, torch.tensor(1.0 / pair.ratio, device=device)
+
+
+def decode_columns(
+    model: CycleINR, thick: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor, columns: torch.Tensor | None
+) -> torch.Tensor:
+    latent = model.encode(thick)
+    if columns is not None:
+        latent = type(latent)(*(None if t is None else t[:, columns] for t in latent))
+    return model.decode(latent, positions, cell)
+
+
+class PairPredictor(torch.nn.Module):
+    """What a training step differentiates, as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: CycleINR) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, thick, positions, cell, columns):  # type: ignore[override]
+        return decode_columns(self.model, thick, positions, cell, columns)
 
 
 def validate(model: CycleINR, pairs: list[Pair], device: torch.device) -> dict[str, float]:
@@ -104,11 +133,23 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def training_step(model: CycleINR, pair: Pair, config: TrainConfig, device: torch.device, rng: np.random.Generator):
+def training_step(
+    model: CycleINR,
+    pair: Pair,
+    config: TrainConfig,
+    device: torch.device,
+    rng: np.random.Generator,
+    predictor: torch.nn.Module | None = None,
+):
+    """One loss; `predictor` (the DDP-wrapped PairPredictor) replaces the plain model under torchrun."""
     pixels = pair.thin.shape[2] * pair.thin.shape[3]
     columns = torch.from_numpy(rng.choice(pixels, size=min(pixels, config.query_pixels), replace=False)).to(device)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and config.amp):
-        prediction = predict_pair(model, pair, device, columns).float()  # (B, cols, L)
+        if predictor is None:
+            prediction = predict_pair(model, pair, device, columns).float()  # (B, cols, L)
+        else:
+            positions, cell = pair_queries(pair, device)
+            prediction = predictor(pair.thick.to(device), positions, cell, columns).float()
     target = pair.thin.to(device).flatten(2)[:, :, columns].transpose(1, 2)
     thick = pair.thick.to(device).flatten(2)[:, :, columns].transpose(1, 2)  # (B, cols, n_thick)
     fit = fit_loss(prediction, target)
@@ -133,15 +174,39 @@ def train(
     log: Log = print,
     cancel: CancelCheck | None = None,
 ) -> dict[str, float]:
-    """Train, writing last.safetensors, best.safetensors, state.pt and history.json into out_dir."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Train, writing last.safetensors, best.safetensors, state.pt and history.json into out_dir.
+
+    Under torchrun (WORLD_SIZE > 1) this is one rank of a DistributedDataParallel job; see the module notes.
+    """
     torch_device = resolve_device(device)
+    rank = distributed.from_environment(torch_device)
+    try:
+        return _train(config, Path(out_dir), resume, rank.device if rank else torch_device, log, cancel, rank)
+    finally:
+        if rank is not None:
+            rank.close()
+
+
+def _train(
+    config: TrainConfig,
+    out: Path,
+    resume: bool,
+    torch_device: torch.device,
+    log: Log,
+    cancel: CancelCheck | None,
+    rank: distributed.Rank | None,
+) -> dict[str, float]:
+    main = rank is None or rank.is_main
+    if not main:
+        log = _silent
+    out.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
+    elif rank is not None and torch_device.type == "cpu":
+        torch.set_num_threads(distributed.threads_per_process(rank.local_world_size))
     torch.manual_seed(config.seed)
     train_volumes, validation_volume = split_validation(config)
-    validation = validation_pairs(validation_volume, config)
+    validation = validation_pairs(validation_volume, config) if main else []
     model = CycleINR(config.model).to(torch_device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     start, best, history = 0, -math.inf, []
@@ -156,38 +221,49 @@ def train(
         start, best = int(state["step"]), float(state["best_psnr"])
         history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
         log(f"resuming at step {start}")
-    (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if main:
+        (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     info = {"train_config": config.to_dict()}
-    if start == 0:
+    if rank is not None:
+        info["world_size"] = rank.world_size
+    if start == 0 and main:
         first = validate(model, validation, torch_device)
         history.append({"step": 0, **first})
         log(f"validation before training: PSNR {first['psnr']:.2f} dB, L1 {first['l1']:.5f}")
     model.train()
+    predictor = None
+    if rank is not None:  # broadcasts rank 0's weights, then averages gradients in every backward
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [torch_device.index] if torch_device.type == "cuda" else None
+        predictor = DistributedDataParallel(PairPredictor(model), device_ids=device_ids)
+        log(f"distributed training on {rank.world_size} processes ({torch_device.type}); effective batch "
+            f"{config.batch * rank.world_size}")
     started, shown = time.perf_counter(), start
-    is_tty = sys.stderr.isatty()
+    is_tty = sys.stderr.isatty() and main
     for step in range(start, config.steps):
         raise_if_cancelled(cancel)
-        rng = np.random.default_rng([config.seed, step])
+        rng = np.random.default_rng([config.seed, step] if rank is None else [config.seed, step, rank.rank])
         pair = sample_pair(
             train_volumes, rng, config.batch, config.thick_slices, config.crop,
             (config.scale_min, config.scale_max), config.degradations, config.inplane_fraction,
         )
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
-        loss, fit, cycle = training_step(model, pair, config, torch_device, rng)
+        loss, fit, cycle = training_step(model, pair, config, torch_device, rng, predictor)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
+        if main and (done % config.log_every == 0 or done == config.steps):
             rate = (done - shown) / max(time.perf_counter() - started, 1e-9)
             line = _progress_line(done, config.steps, loss.item(), fit.item(), cycle.item(), rate, (config.steps - done) / max(rate, 1e-9))
             if is_tty:
                 print("\r" + line, end="", file=sys.stderr, flush=True)
             else:
                 log(line)
-        if done % config.validation_every == 0 or done == config.steps:
+        if main and (done % config.validation_every == 0 or done == config.steps):
             scores = validate(model, validation, torch_device)
             history.append({"step": done, **scores, "loss": loss.item()})
             if is_tty:
@@ -197,11 +273,26 @@ def train(
                 best = scores["psnr"]
                 save_model(model, out / "best.safetensors", {**info, "step": done, "validation": scores})
         if done % config.checkpoint_every == 0 or done == config.steps:
-            save_model(model, out / "last.safetensors", {**info, "step": done})
-            _atomic_torch_save({"step": done, "best_psnr": best, "optimizer": optimizer.state_dict()}, state_path)
-            (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+            if main:
+                save_model(model, out / "last.safetensors", {**info, "step": done})
+                _atomic_torch_save({"step": done, "best_psnr": best, "optimizer": optimizer.state_dict()}, state_path)
+                (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+            if rank is not None:  # no rank runs ahead of a checkpoint it may have to resume from
+                rank.barrier()
     final = history[-1] if history else {}
-    return {"steps": config.steps, "best_psnr": best, **{k: v for k, v in final.items() if k != "step"}}
+    summary = {"steps": config.steps, "best_psnr": best, **{k: v for k, v in final.items() if k != "step"}}
+    if rank is not None:
+        summary = rank.broadcast(summary)
+        digests = rank.gather(distributed.weights_digest(model))
+        summary.update(world_size=rank.world_size, rank=rank.rank, weights_digest=digests[rank.rank])
+        summary["ranks_agree"] = len(set(digests)) == 1
+        if not summary["ranks_agree"]:
+            log("warning: the ranks' weights differ after training; the checkpoint holds rank 0's")
+    return summary
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 def _atomic_torch_save(state: dict, path: Path) -> None:
