@@ -76,7 +76,7 @@ def from_environment(device: torch.device) -> Rank | None:
         local_rank = int(os.environ.get("LOCAL_RANK", rank))
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     except (KeyError, ValueError):
-        raise CycleINRError("WORLD_SIZE > 1 needs RANK (and LOCAL_RANK): start the job with torchrun") from None
+        raise CycleINRError("WORLD_SIZE > 1 needs RANK and LOCAL_RANK: start the job with torchrun") from None
     if device.type == "cuda":
         if torch.cuda.device_count() < local_world:
             raise CycleINRError(

@@ -275,7 +275,8 @@ def _train(
         if done % config.checkpoint_every == 0 or done == config.steps:
             if main:
                 save_model(model, out / "last.safetensors", {**info, "step": done})
-                _atomic_torch_save({"step": done, "best_psnr": best, "optimizer": optimizer.state_dict()}, state_path)
+                state = {"step": done, "best_psnr": best, "optimizer": optimizer.state_dict()}
+                _atomic_torch_save(state, state_path)
                 (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
             if rank is not None:  # no rank runs ahead of a checkpoint it may have to resume from
                 rank.barrier()
