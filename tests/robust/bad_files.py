@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,3 +200,98 @@ def fingerprint(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------
+
+
+class Exploit:
+    """Unpickling this runs `Path(marker).touch()`: the proof that a loader executed code from a file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = Path(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@dataclass(frozen=True)
+class BadCheckpoint:
+    key: str
+    name: str
+    message: str
+    """Regex the CycleINRError must match."""
+    executable: bool = False
+    """A pickle whose loading would create the marker file."""
+
+
+CHECKPOINTS: tuple[BadCheckpoint, ...] = (
+    BadCheckpoint("pickle_pt", "evil.pt", r"evil\.pt is not a napari-cycleinr checkpoint: only \.safetensors", True),
+    BadCheckpoint("torch_save_pth", "model.pth", r"model\.pth is not a napari-cycleinr checkpoint", True),
+    BadCheckpoint("pickle_ckpt", "last.ckpt", r"last\.ckpt is not a napari-cycleinr checkpoint", True),
+    BadCheckpoint("pickle_renamed", "evil.safetensors", r"evil\.safetensors is not a readable safetensors", True),
+    BadCheckpoint("torch_save_renamed", "torch.safetensors", r"torch\.safetensors is not a readable", True),
+    BadCheckpoint("foreign", "foreign.safetensors", r"foreign\.safetensors is a safetensors file but not a napari"),
+    BadCheckpoint("no_header", "bare.safetensors", r"bare\.safetensors is a safetensors file but not a napari"),
+    BadCheckpoint("version_2", "v2.safetensors", r"v2\.safetensors has checkpoint format version 2; this .* reads version 1"),
+    BadCheckpoint("version_text", "vx.safetensors", r"vx\.safetensors has checkpoint format version beta"),
+    BadCheckpoint("other_architecture", "wide.safetensors", r"wide\.safetensors does not fit the CycleINR archit"),
+    BadCheckpoint("missing_tensor", "missing.safetensors", r"missing\.safetensors does not fit .* missing, e\.g\."),
+    BadCheckpoint("invalid_config", "heads.safetensors", r"heads\.safetensors has an invalid model config .*heads"),
+    BadCheckpoint("implausible", "huge.safetensors", r"huge\.safetensors .*blocks = 100000000 is implausible"),
+    BadCheckpoint("damaged_config", "json.safetensors", r"json\.safetensors has a damaged model config"),
+    BadCheckpoint("nan_weights", "nan.safetensors", r"nan\.safetensors is damaged: its weights hold NaN"),
+    BadCheckpoint("truncated", "cut.safetensors", r"cut\.safetensors is not a readable safetensors checkpoint"),
+    BadCheckpoint("truncated_header", "head.safetensors", r"head\.safetensors is not a readable safetensors"),
+    BadCheckpoint("empty", "empty.safetensors", r"empty\.safetensors is not a readable safetensors"),
+    BadCheckpoint("folder", "folder.safetensors", r"folder\.safetensors is a folder, not a checkpoint file"),
+    BadCheckpoint("absent", "absent.safetensors", r"checkpoint not found: .*absent\.safetensors"),
+)
+CHECKPOINTS_BY_KEY = {case.key: case for case in CHECKPOINTS}
+
+
+def build_checkpoints(folder: Path, model, marker: Path) -> dict[str, Path]:
+    """Write every bad checkpoint under `folder` from a real (tiny) model; `marker` is the file a pickle
+    payload would create if anything ever unpickled it. Returns key -> path."""
+    import torch
+    from safetensors.torch import save_file
+
+    from napari_cycleinr.model.checkpoint import FORMAT, save_model
+    from napari_cycleinr.model.config import ModelConfig
+    from napari_cycleinr.model.cycleinr import CycleINR
+
+    paths = {case.key: folder / case.name for case in CHECKPOINTS}
+    payload = pickle.dumps({"state_dict": Exploit(marker)})
+    for key in ("pickle_pt", "pickle_ckpt", "pickle_renamed"):
+        paths[key].write_bytes(payload)
+    for key in ("torch_save_pth", "torch_save_renamed"):
+        torch.save({"model": Exploit(marker), "weights": torch.zeros(3)}, paths[key])
+
+    state = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+    config = model.config.to_dict()
+
+    def header(**changes: object) -> dict[str, str]:
+        values = {"format": FORMAT, "format_version": "1", "model_config": json.dumps(config), "info": "{}"}
+        return {**values, **{k: str(v) for k, v in changes.items()}}
+
+    save_file(state, str(paths["foreign"]), metadata={"format": "someone-elses-model"})
+    save_file(state, str(paths["no_header"]))
+    save_file(state, str(paths["version_2"]), metadata=header(format_version=2))
+    save_file(state, str(paths["version_text"]), metadata=header(format_version="beta"))
+    wide = CycleINR(ModelConfig(**{**config, "channels": 2 * config["channels"]}))
+    save_file({n: t.contiguous() for n, t in wide.state_dict().items()}, str(paths["other_architecture"]), header())
+    save_file(dict(list(state.items())[1:]), str(paths["missing_tensor"]), metadata=header())
+    bad_heads = json.dumps({**config, "heads": config["channels"] + 1})
+    save_file(state, str(paths["invalid_config"]), metadata=header(model_config=bad_heads))
+    save_file(state, str(paths["implausible"]), metadata=header(model_config=json.dumps({**config, "blocks": 10**8})))
+    save_file(state, str(paths["damaged_config"]), metadata=header(model_config="{channels: 8"))
+    poisoned = {n: t.clone() for n, t in state.items()}
+    next(t for t in poisoned.values() if t.is_floating_point()).view(-1)[0] = float("nan")
+    save_file(poisoned, str(paths["nan_weights"]), metadata=header())
+    good = save_model(model, folder / "good.safetensors")
+    data = good.read_bytes()
+    paths["truncated"].write_bytes(data[: len(data) - 100])
+    paths["truncated_header"].write_bytes(data[:40])
+    paths["empty"].write_bytes(b"")
+    paths["folder"].mkdir()
+    return paths

@@ -7,8 +7,6 @@ one torch file we read, and only with weights_only=True.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,12 +16,24 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from napari_cycleinr.errors import CycleINRError
+from napari_cycleinr.io.atomic import prepare_destination, write_atomically
 from napari_cycleinr.model.config import ModelConfig
 from napari_cycleinr.model.cycleinr import CycleINR
 
 FORMAT = "napari-cycleinr"
 FORMAT_VERSION = 1
 DEFAULT_MODEL_NAME = "default.safetensors"
+PLAUSIBLE_LIMITS = {
+    "channels": 4096,
+    "blocks": 256,
+    "neighbours": 64,
+    "heads": 256,
+    "decoder_width": 8192,
+    "decoder_depth": 256,
+    "position_frequencies": 64,
+}
+"""Far beyond any model this package trains; a header beyond them is tampered with, and building (or running)
+such a model would take hours or terabytes before its weights could be compared."""
 
 
 def default_model_path() -> Path:
@@ -40,22 +50,18 @@ def save_model(model: CycleINR, path: str | Path, info: dict[str, Any] | None = 
         "info": json.dumps(info or {}),
     }
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=header)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(prepare_destination(path), lambda tmp: save_file(state, str(tmp), metadata=header))
     sidecar = {key: json.loads(value) if key in ("model_config", "info") else value for key, value in header.items()}
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    text = json.dumps(sidecar, indent=2) + "\n"
+    write_atomically(prepare_destination(path.with_suffix(".json")), lambda tmp: tmp.write_text(text))
     return path
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
     """The checkpoint's header, checked: ours, a version we read, a config we can build."""
     path = Path(path)
+    if path.is_dir():
+        raise CycleINRError(f"{path} is a folder, not a checkpoint file (.safetensors)")
     if not path.is_file():
         raise CycleINRError(f"checkpoint not found: {path}")
     if path.suffix.lower() != ".safetensors":
@@ -76,9 +82,18 @@ def read_header(path: str | Path) -> dict[str, Any]:
             f"{path.name} has checkpoint format version {version}; this napari-cycleinr reads version {FORMAT_VERSION}"
         )
     try:
-        config = ModelConfig.from_dict(json.loads(metadata["model_config"]))
+        values = json.loads(metadata["model_config"])
+        if not isinstance(values, dict):
+            raise TypeError(f"a JSON {type(values).__name__} instead of an object")
+        config = ModelConfig.from_dict(values)
         info = json.loads(metadata.get("info", "{}"))
-    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        for option, limit in PLAUSIBLE_LIMITS.items():
+            if getattr(config, option) > limit:
+                raise CycleINRError(f"{option} = {getattr(config, option)} is implausible (at most {limit})")
+    except CycleINRError as error:  # a config this code cannot build: name the file
+        reason = str(error).removeprefix("model config: ")
+        raise CycleINRError(f"{path.name} has an invalid model config ({reason})") from None
+    except (KeyError, TypeError, ValueError) as error:  # json.JSONDecodeError is a ValueError
         raise CycleINRError(f"{path.name} has a damaged model config ({error})") from None
     return {"format_version": int(version), "config": config, "info": info}
 
@@ -87,6 +102,7 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     """Build the model from its header and load its weights strictly; the default model when path is None."""
     path = Path(path) if path is not None else default_model_path()
     header = read_header(path)
+    _check_tensor_shapes(path, header["config"])  # before building: a lying config could ask for terabytes
     model = CycleINR(header["config"])
     try:
         state: dict[str, torch.Tensor] = {}
@@ -97,6 +113,36 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     except (SafetensorError, RuntimeError, OSError) as error:
         reason = str(error).splitlines()[0]
         raise CycleINRError(f"{path.name} does not fit the CycleINR architecture it declares ({reason})") from None
+    damaged = next((name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if damaged is not None:
+        raise CycleINRError(f"{path.name} is damaged: its weights hold NaN or infinite values (in {damaged})")
     model.info = header["info"]  # type: ignore[attr-defined]
     model.source = str(path)  # type: ignore[attr-defined]
     return model.to(device).eval()
+
+
+def _check_tensor_shapes(path: Path, config: ModelConfig) -> None:
+    """Compare the tensors the config needs with those in the file, from the file's header and a model built
+    on the meta device (no memory), so a checkpoint of another architecture or a tampered config is refused
+    before anything is allocated."""
+    try:
+        with torch.device("meta"):
+            skeleton = CycleINR(config)
+        expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+        with safe_open(str(path), framework="pt") as handle:
+            found = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CycleINRError(f"{path.name} is not a readable safetensors checkpoint ({error})") from None
+    if found == expected:
+        return
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = [name for name in expected if name in found and found[name] != expected[name]]
+    if wrong:
+        name = wrong[0]
+        reason = f"{name} has shape {list(found[name])}, the declared config needs {list(expected[name])}"
+    elif missing:
+        reason = f"{len(missing)} tensor(s) missing, e.g. {missing[0]}"
+    else:
+        reason = f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}"
+    raise CycleINRError(f"{path.name} does not fit the CycleINR architecture it declares ({reason})")
