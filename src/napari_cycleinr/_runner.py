@@ -12,6 +12,7 @@ import logging
 import math
 import queue
 import re
+import sys
 import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,12 @@ METHODS = ("cycleinr", "trilinear", "tricubic")
 DEVICES = ("auto", "cpu", "cuda")
 STEPS_PER_TARGET = 1000
 CPU_FALLBACK_NOTICE = "no CUDA GPU found: running on the CPU (slower)"
+GPU_MEMORY_FALLBACK_NOTICE = "the GPU ran out of memory: this run went on on the CPU (slower)"
+GPU_OUT_OF_MEMORY = (
+    "the GPU ran out of memory for this volume and target; choose the device cpu (slower) or auto, "
+    "a smaller factor, or close other programs using the GPU"
+)
+OUT_OF_MEMORY = "not enough memory for this volume and target; try a smaller factor or close other programs"
 
 
 @dataclass(frozen=True)
@@ -139,11 +146,11 @@ def execute(job: Job, report: Callable[[Update], Any], cancelled: Callable[[], b
     except CycleINRError as error:
         message = str(error).replace("use --device cpu or auto", "choose the device cpu or auto")
         return Outcome(error=message, device=outcome.device, notices=outcome.notices)
-    except MemoryError:
-        return Outcome(
-            error="not enough memory for this volume and target; try a smaller factor", device=outcome.device
-        )
     except Exception as error:  # a bug, or a library failing: one line for the user, the traceback in the log
+        if out_of_memory(error):
+            on_gpu = str(outcome.device or "").startswith("cuda")
+            message = GPU_OUT_OF_MEMORY if on_gpu else OUT_OF_MEMORY
+            return Outcome(error=message, device=outcome.device, notices=outcome.notices)
         log.exception("super-resolution failed")
         detail = " ".join(str(error).split())[:300] or "no details"
         return Outcome(
@@ -188,15 +195,24 @@ def _execute(
             report(Update(step, total, f"{target.suffix}: block {done} of {blocks}"))
 
         report(Update(base, total, f"{target.suffix}: {target.n_in} -> {target.n_out} slices"))
-        result = super_resolve(
-            job.volume,
-            **target.super_resolve_kwargs(),
-            method=job.method,
-            model=model,
-            device=device,
-            progress=progress,
-            cancel=cancelled,
-        )
+        kwargs = dict(method=job.method, progress=progress, cancel=cancelled, **target.super_resolve_kwargs())
+        try:
+            result = super_resolve(job.volume, model=model, device=device, **kwargs)
+        except Exception as error:
+            if not (out_of_memory(error) and device.type == "cuda" and job.device == "auto"):
+                raise  # a GPU the user chose explicitly is explained, not silently replaced
+            result = None  # retried below, once the exception and the GPU tensors its frames hold are gone
+        if result is None:
+            import torch
+
+            torch.cuda.empty_cache()
+            device = torch.device("cpu")
+            outcome.device = str(device)
+            outcome.notices.append(GPU_MEMORY_FALLBACK_NOTICE)
+            model = model.to(device) if model is not None else None
+            status = f"{target.suffix}: GPU out of memory, going on on the CPU"
+            report(Update(base, total, status, device="cpu"))
+            result = super_resolve(job.volume, model=model, device=device, **kwargs)
         check()
         sr_name = f"{job.input_name}_{target.suffix}"
         record = dict(result.metadata.get("super_resolution") or {})
@@ -236,6 +252,23 @@ def _execute(
     if job.reference is not None and not matched_reference:
         outcome.notices.append(_reference_mismatch(job))
     report(Update(total, total, "done"))
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether an exception means memory ran out: Python's MemoryError, torch's CUDA OutOfMemoryError, or
+    the RuntimeError torch's CPU allocator raises."""
+    if isinstance(error, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    candidates = (
+        getattr(torch, "OutOfMemoryError", None),
+        getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None),
+    )
+    oom_types = tuple(t for t in candidates if isinstance(t, type))
+    if oom_types and isinstance(error, oom_types):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def _error_output(job: Job, sr: Volume, protect_input: tuple[str, ...]) -> Output:

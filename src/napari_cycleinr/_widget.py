@@ -27,6 +27,7 @@ from napari_cycleinr._layers import (
 from napari_cycleinr._runner import (
     CPU_FALLBACK_NOTICE,
     DEVICES,
+    GPU_MEMORY_FALLBACK_NOTICE,
     METHODS,
     STEPS_PER_TARGET,
     Job,
@@ -62,6 +63,10 @@ class SuperResolutionWidget(Container):
         self._display: dict[str, Any] = {}
         self._last_output: Image | None = None
         self._hidden_for_3d: list[tuple[Any, bool]] = []
+        self._closed = False
+        # Closing napari (or this dock) during a run: stop the job, and let the worker's last signals, which
+        # arrive after the Qt widgets are gone, find nothing to update.
+        self.native.destroyed.connect(self._on_native_destroyed)
 
         self._input = ComboBox(label="input", choices=self._image_choices, tooltip="the thick-slice volume")
         self._target_kind = ComboBox(
@@ -249,6 +254,9 @@ class SuperResolutionWidget(Container):
         """Check the settings, then run the job in a napari thread worker."""
         from napari.qt.threading import create_worker
 
+        if self.running:  # one job at a time: a second would lose the first one's cancel switch
+            show_info("a super-resolution is already running: wait for it, or press Cancel")
+            return
         try:
             job = self._make_job()
         except CycleINRError as error:
@@ -268,7 +276,13 @@ class SuperResolutionWidget(Container):
         self._status.value = "starting"
         worker.start()
 
+    def _on_native_destroyed(self, *_args: Any) -> None:
+        self._closed = True
+        self._cancel.set()
+
     def _on_update(self, update: Update) -> None:
+        if self._closed:
+            return
         self._progress.max = max(update.total, 1)
         self._progress.value = min(update.done, update.total)
         if update.message and not self._cancel.is_set():
@@ -277,9 +291,14 @@ class SuperResolutionWidget(Container):
             self._device_used.value = update.device
 
     def _on_outcome(self, outcome: Outcome) -> None:
+        if self._closed:  # napari was closed during the run: the job was cancelled, nothing to show
+            return
         if outcome.device:
-            fallback = CPU_FALLBACK_NOTICE in outcome.notices
-            self._device_used.value = f"{outcome.device} (no CUDA GPU found)" if fallback else outcome.device
+            self._device_used.value = outcome.device
+            if CPU_FALLBACK_NOTICE in outcome.notices:
+                self._device_used.value = f"{outcome.device} (no CUDA GPU found)"
+            elif GPU_MEMORY_FALLBACK_NOTICE in outcome.notices:
+                self._device_used.value = f"{outcome.device} (the GPU ran out of memory)"
         if outcome.cancelled or self._cancel.is_set():
             self._status.value = "cancelled: nothing was added"
             show_info("super-resolution cancelled: nothing was added")
@@ -297,10 +316,13 @@ class SuperResolutionWidget(Container):
         self._progress.value = self._progress.max
 
     def _on_crash(self, error: BaseException) -> None:  # execute() catches everything; this is a safety net
-        self._status.value = f"super-resolution failed: {error}"
+        if not self._closed:
+            self._status.value = f"super-resolution failed: {error}"
 
     def _on_finished(self) -> None:
         self._worker = None
+        if self._closed:
+            return
         self._run.text = RUN_TEXT
         self._run.enabled = True
         if self._cancel.is_set():
