@@ -37,7 +37,7 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class InferenceOptions:
-    slab: int = 8
+    slab: int = 4
     """Input slices per step: the encoder streams through z this many at a time (the generic path encodes
     slabs of this many plus a halo)."""
     tile: int = 160
@@ -285,7 +285,8 @@ class _StreamingEncoder:
         a_all = torch.cat(parts) if len(parts) > 1 else parts[0]
         x_all = torch.cat([previous_x, x]) if previous_x.shape[0] else x
         ready = a_all.shape[0] - 2
-        self.a_buffer[i], self.x_buffer[i] = a_all[max(ready, 0) :], x_all[max(ready, 0) :]
+        keep = max(ready, 0)  # copies, so that the chunk itself can be freed
+        self.a_buffer[i], self.x_buffer[i] = a_all[keep:].clone(), x_all[keep:].clone()
         if ready <= 0:
             return x_all[:0]
         (w0, w1, w2), bias = self.through[i]
@@ -481,14 +482,17 @@ def _fast_blocks(
     geometry = {key: torch.from_numpy(value.astype(np.float32)).to(device) for key, value in geometry.items()}
     decode = _compiled(fused.decode) if options.compile and device.type == "cuda" else fused.decode
     with torch.inference_mode():
-        tiles = (
-            (slice(y0, min(h, y0 + options.tile)), slice(x0, min(w, x0 + options.tile)))
-            for y0 in range(0, h, options.tile)
-            for x0 in range(0, w, options.tile)
-        )
+        tiles = ((rows, cols) for rows in _balanced(h, options.tile) for cols in _balanced(w, options.tile))
         shared = (geometry, cell_t, intervals, plan, options, cancel)
         results = (item for tile in tiles for item in _tile_blocks(fused, decode, lr, tile, *shared))
         yield from _to_host(results, device, finish)
+
+
+def _balanced(length: int, tile: int) -> list[slice]:
+    """ceil(length / tile) near-equal parts: 512 px at tile 160 is 4 x 128, not 160, 160, 160 and a thin 32."""
+    parts = math.ceil(length / tile)
+    edges = [round(i * length / parts) for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _compiled(function: Callable) -> Callable:
@@ -629,6 +633,18 @@ def _tile_blocks(
         for z in [z for z in intensity if z < keep]:
             del intensity[z]
         yield slice(j0, j1), rows, cols, out.view(j1 - j0, rows.stop - rows.start, cols.stop - cols.start)
+    del encoder, codes, intensity
+    _release_freed_memory()
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps it otherwise, and RSS would only ever grow)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class _Window:
