@@ -59,6 +59,8 @@ def cmd_upsample(args: argparse.Namespace) -> int:
     from napari_cycleinr.model.infer import resolve_device, super_resolve
 
     source, target = Path(args.input), Path(args.output)
+    if source.is_dir():
+        return _upsample_folder(args)
     if _same_file(source, target):
         raise CycleINRError(f"the output path is the input file {source}; choose another output path")
     if not is_supported(target):
@@ -66,6 +68,12 @@ def cmd_upsample(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     volume = read_volume(source, axis=args.axis)
     model = load_model(args.model, device) if args.method == "cycleinr" else None
+    options = None
+    if args.threads:
+        from napari_cycleinr.model.infer import InferenceOptions
+
+        options = InferenceOptions.for_device(device)
+        options = type(options)(**{**options.__dict__, "threads": args.threads})
     result = super_resolve(
         volume,
         factor=args.factor,
@@ -75,6 +83,7 @@ def cmd_upsample(args: argparse.Namespace) -> int:
         device=device,
         modality=args.modality,
         keep_dtype=not args.float,
+        options=options,
         progress=None if args.quiet else _progress_printer(f"{args.method} on {device}"),
     )
     write_volume(result, target, refuse=[source])
@@ -86,6 +95,30 @@ def cmd_upsample(args: argparse.Namespace) -> int:
             f"{record['spacing_out_mm']:.4g} mm, {record['method']} on {record['device']} in {record['seconds']:.1f} s"
         )
     return 0
+
+
+def _upsample_folder(args: argparse.Namespace) -> int:
+    """`upsample DIR -o OUTDIR`: every scan of DIR; exit 0 if all were written or skipped, 1 if any failed."""
+    from napari_cycleinr.batch import process_folder
+
+    report = process_folder(
+        args.input,
+        args.output,
+        factor=args.factor,
+        spacing=args.spacing,
+        method=args.method,
+        model=args.model,
+        device=args.device,
+        modality=args.modality,
+        keep_dtype=not args.float,
+        axis=args.axis,
+        overwrite=args.overwrite,
+        threads=args.threads,
+        log=(lambda line: None) if args.quiet else (lambda line: print(line, flush=True)),
+    )
+    if report.rank == 0:  # under torchrun the ranks have pooled their results; one summary is enough
+        print(report.summary(), file=sys.stderr if report.failed else sys.stdout)
+    return 1 if report.failed else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -180,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("upsample", help="super-resolve a volume along z")
-    up.add_argument("input", help="a .nii, .nii.gz, .tif or .tiff volume")
-    up.add_argument("-o", "--output", required=True, help="output file (.nii, .nii.gz, .tif, .tiff)")
+    up.add_argument("input", help="a .nii, .nii.gz, .tif or .tiff volume, or a folder of them")
+    up.add_argument("-o", "--output", required=True, help="output file (.nii, .nii.gz, .tif, .tiff), or folder")
     target = up.add_mutually_exclusive_group(required=True)
     target.add_argument("--factor", type=float, help="slices per input slice, e.g. 2.5")
     target.add_argument("--spacing", type=float, help="target slice spacing in mm, e.g. 1")
@@ -191,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--float", action="store_true", help="write float32 instead of the input's integer type")
     up.add_argument("--axis", choices=["x", "y", "z"], help="the through-plane axis of the file (default: largest spacing)")
     up.add_argument("--modality", choices=["CT", "MR", "ct", "mr"], help="default: guessed from the intensities")
+    up.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the idle cores)")
+    up.add_argument("--overwrite", action="store_true", help="folders: redo outputs that already exist")
     up.add_argument("-q", "--quiet", action="store_true")
     up.set_defaults(run=cmd_upsample)
 

@@ -1,0 +1,131 @@
+"""Folders of scans: every readable scan processed, existing outputs skipped (resume), failures reported per
+file without stopping, atomic outputs, and the files split across torchrun ranks."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from napari_cycleinr.batch import find_scans, process_folder
+from napari_cycleinr.errors import Cancelled, CycleINRError
+from napari_cycleinr.io import read_volume
+from tests.conftest import CT_3MM, CT_HEAD, MR_3MM
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for path in (CT_3MM, MR_3MM):
+        shutil.copy(path, scans / path.name)
+    (scans / "broken.nii.gz").write_bytes(b"not a scan at all")
+    (scans / "notes.txt").write_text("not a scan either")
+    (scans / ".hidden.nii.gz").write_bytes(b"ignored")
+    return scans
+
+
+def _quiet(line):
+    pass
+
+
+def test_every_scan_is_processed_and_a_bad_one_does_not_stop_the_rest(folder, tmp_path, tiny_checkpoint):
+    out = tmp_path / "out"
+    report = process_folder(folder, out, factor=2, model=tiny_checkpoint, device="cpu", log=_quiet)
+    assert report.count("done") == 2 and report.count("failed") == 1 and report.count("skipped") == 0
+    assert [Path(f["source"]).name for f in report.failed] == ["broken.nii.gz"]
+    assert report.failed[0]["message"]  # one line saying why
+    assert [p.name for p in report.ignored] == ["notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([CT_3MM.name, MR_3MM.name])  # no temporaries
+    for source in (CT_3MM, MR_3MM):
+        original = read_volume(source)
+        axis = "xyz"[original.file_axes[0]]  # read back along the same through-plane axis
+        written = read_volume(out / source.name, axis=axis)
+        assert written.shape == (2 * original.shape[0], *original.shape[1:])
+    assert "2 written, 0 skipped (output exists), 1 failed" in report.summary()
+
+
+def test_a_rerun_skips_finished_outputs_and_resumes_after_a_crash(folder, tmp_path, tiny_checkpoint):
+    out = tmp_path / "out"
+    calls = []
+
+    def crash_in_second_file():  # cancel checks run inside each inference; fail once the 2nd scan starts
+        calls.append(1)
+        return (out / CT_3MM.name).exists()
+
+    with pytest.raises(Cancelled):
+        process_folder(folder, out, factor=2, model=tiny_checkpoint, device="cpu", log=_quiet,
+                       cancel=crash_in_second_file)
+    finished = out / CT_3MM.name
+    assert finished.exists() and not (out / MR_3MM.name).exists()
+    assert [p.name for p in out.iterdir()] == [CT_3MM.name]  # the interrupted output left nothing behind
+    stamp = finished.stat().st_mtime_ns
+    (out / ".stale.nii.gz.part").write_bytes(b"left by a killed run")
+
+    report = process_folder(folder, out, factor=2, model=tiny_checkpoint, device="cpu", log=_quiet)
+    assert report.count("skipped") == 1 and report.count("done") == 1
+    assert finished.stat().st_mtime_ns == stamp  # not redone
+    again = process_folder(folder, out, factor=2, model=tiny_checkpoint, device="cpu", log=_quiet,
+                           overwrite=True)
+    assert again.count("done") == 2 and finished.stat().st_mtime_ns != stamp
+
+
+def test_ranks_share_the_files_without_overlap(folder, tmp_path):
+    shutil.copy(CT_HEAD, folder / CT_HEAD.name)
+    out = tmp_path / "out"
+    reports = [
+        process_folder(folder, out, factor=2, method="trilinear", rank=r, world_size=2, log=_quiet)
+        for r in range(2)
+    ]
+    processed = [[Path(f.source).name for f in report.results] for report in reports]
+    scans, _ = find_scans(folder)
+    assert sorted(sum(processed, [])) == sorted(p.name for p in scans)
+    assert not set(processed[0]) & set(processed[1]) and all(processed)
+
+
+def test_whole_run_errors_come_before_any_file(folder, tmp_path):
+    with pytest.raises(CycleINRError, match="is not a folder"):
+        process_folder(tmp_path / "missing", tmp_path / "out", factor=2)
+    with pytest.raises(CycleINRError, match="input folder"):
+        process_folder(folder, folder, factor=2)
+    with pytest.raises(CycleINRError, match="names a folder"):
+        process_folder(folder, tmp_path / "out.nii.gz", factor=2)
+    with pytest.raises(CycleINRError, match="factor"):
+        process_folder(folder, tmp_path / "out", factor=0.5)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def _cli(*args, torchrun=False):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"] if torchrun else []
+    command = [sys.executable, *launcher, "-m", "napari_cycleinr.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_cli_folder_exit_codes_and_messages(folder, tmp_path):
+    out = tmp_path / "out"
+    result = _cli("upsample", folder, "-o", out, "--factor", "2", "--method", "trilinear")
+    assert result.returncode == 1  # one file failed, the others were written
+    assert "2 written, 0 skipped (output exists), 1 failed" in result.stderr
+    assert "failed: broken.nii.gz" in result.stderr
+    (folder / "broken.nii.gz").unlink()
+    result = _cli("upsample", folder, "-o", out, "--factor", "2", "--method", "trilinear")
+    assert result.returncode == 0 and "0 written, 2 skipped" in result.stdout
+    result = _cli("upsample", folder, "-o", tmp_path / "x.nii.gz", "--factor", "2")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "names a folder" in result.stderr
+
+
+def test_torchrun_splits_a_folder_across_two_ranks(folder, tmp_path):
+    (folder / "broken.nii.gz").unlink()
+    shutil.copy(CT_HEAD, folder / CT_HEAD.name)
+    out = tmp_path / "out"
+    result = _cli("upsample", folder, "-o", out, "--factor", "2", "--method", "trilinear", "--device", "cpu",
+                  torchrun=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "[rank 0]" in result.stdout and "[rank 1]" in result.stdout
+    assert "3 written, 0 skipped (output exists), 0 failed by 2 processes" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted([CT_3MM.name, MR_3MM.name, CT_HEAD.name])
