@@ -318,6 +318,7 @@ class SuperResolutionWidget(Container):
     def _on_crash(self, error: BaseException) -> None:  # execute() catches everything; this is a safety net
         if not self._closed:
             self._status.value = f"super-resolution failed: {error}"
+            show_error(self._status.value)
 
     def _on_finished(self) -> None:
         self._worker = None

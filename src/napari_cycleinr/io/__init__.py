@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -98,13 +100,24 @@ def _format_module(path: Path) -> ModuleType:
 # --- helpers shared by the format modules -------------------------------------------------------------
 
 
+_LIBRARY_FAILURES = (
+    AssertionError, AttributeError, IndexError, KeyError, TypeError, ZeroDivisionError, OverflowError,
+    RecursionError, RuntimeError, struct.error, zlib.error,
+)  # fmt: skip
+"""What a parsing library raises when a damaged file breaks its assumptions: the file's fault, not ours."""
+
+
 def unreadable(path: Path, reason: object) -> CycleINRError:
     """The one error a bad file produces: its path and a short reason, never a library traceback."""
     if isinstance(reason, CycleINRError):
         reason = str(reason)
     elif isinstance(reason, BaseException):
-        text = " ".join(str(reason).split()) or type(reason).__name__  # one line, whatever the library wrote
-        reason = f"{text} ({type(reason).__name__})" if type(reason).__name__ not in text else text
+        name = type(reason).__name__
+        text = " ".join(str(reason).split())[:300] or name  # one line, whatever the library wrote
+        detail = f"{text} ({name})" if name not in text else text
+        if isinstance(reason, _LIBRARY_FAILURES):
+            detail = f"the file is damaged: its reader failed with {detail}"
+        reason = detail
     return CycleINRError(f"cannot read {path}: {reason}")
 
 

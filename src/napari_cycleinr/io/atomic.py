@@ -66,7 +66,7 @@ def check_destination(
     """Everything `write_volume` will refuse, checked before a long run rather than after it.
 
     `prepare_destination`'s refusals, then a real probe: the hidden temporary is created (O_EXCL) and removed
-    again, which is the only reliable test of a read-only folder or file system (permissions do not stop root).
+    again: the only reliable test of a read-only folder or file system (permissions do not stop root).
     """
     destination = prepare_destination(path, source=source, refuse=refuse, overwrite=overwrite)
     probe = _temporary_name(destination)

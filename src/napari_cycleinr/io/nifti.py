@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
 import zlib
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
-from nibabel.imageglobals import LoggingOutputSuppressor
 from nibabel.openers import ImageOpener
 
 from napari_cycleinr.io import (
@@ -48,7 +49,7 @@ MAX_DEFLATE_RATIO = 1100
 def read(path: Path, axis: str | None = None) -> Volume:
     """A canonical Volume from a NIfTI file; header, shape, pixdim and size are checked before any voxel
     is read, so a damaged or lying file is refused without allocating what its header claims."""
-    with library_errors(path), LoggingOutputSuppressor():  # nibabel logs its header "fixes" to stderr
+    with library_errors(path), _quiet_nibabel():
         _check_raw_header(path)
         image = nib.load(path, mmap=False)  # no memory map: the file may be replaced while we hold the array
         if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
@@ -57,7 +58,8 @@ def read(path: Path, axis: str | None = None) -> Volume:
         shape = _spatial_shape(tuple(int(n) for n in image.shape), path)
         on_disk = np.dtype(image.get_data_dtype())
         check_voxel_dtype(on_disk, path)
-        _check_file_holds_the_voxels(path, int(header.get_data_offset()), shape, on_disk.itemsize)
+        offset = int(getattr(image.dataobj, "offset", header.get_data_offset()))  # where nibabel will read
+        _check_file_holds_the_voxels(path, offset, shape, on_disk.itemsize)
         scaled = image.dataobj.slope != 1 or image.dataobj.inter != 0
         check_fits_in_memory(shape, max(on_disk.itemsize, 8 if scaled else 0), path)
         try:
@@ -99,6 +101,20 @@ def save(volume: Volume, path: Path) -> None:
     nib.save(image, path)
 
 
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """Keep nibabel's header "fixes" ('sform_code 1025 not valid; setting to 0') off stderr while reading: the
+    command line promises one line, and what matters is checked and reported here. (nibabel's own
+    LoggingOutputSuppressor removes its handler, which lets Python's last-resort handler print instead.)"""
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)  # nibabel still raises for problems at its error level
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _spatial_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
     """The 3D shape, dropping trailing singleton axes; anything else is not one volume."""
     if len(shape) < 3:
@@ -126,10 +142,13 @@ def _check_raw_header(path: Path) -> None:
             sizes = {int.from_bytes(start, "little"), int.from_bytes(start, "big")}
             if 348 in sizes:
                 header_class: type[nib.Nifti1Header] = nib.Nifti1Header
+                header_size = 348
             elif 540 in sizes:
-                header_class = nib.Nifti2Header
+                header_class, header_size = nib.Nifti2Header, 540
             else:
                 raise unreadable(path, "it is not a NIfTI file (its first bytes are not a NIfTI header)")
+            if len(file.read(header_size - 4)) < header_size - 4:
+                raise unreadable(path, "the file is cut off inside its NIfTI header")
             file.seek(0)
             raw = header_class.from_fileobj(file, check=False)
     except gzip.BadGzipFile:
@@ -163,7 +182,10 @@ def _check_file_holds_the_voxels(path: Path, offset: int, shape: tuple[int, ...]
     compressed = path.name.lower().endswith(".gz")
     if needed <= (size * MAX_DEFLATE_RATIO if compressed else size):
         return
-    amount = f"{needed / 1e9:.1f} GB" if needed >= 1e9 else f"{needed / 1e6:.1f} MB"
+    if needed >= 1e9:
+        amount = f"{needed / 1e9:.1f} GB"
+    else:
+        amount = f"{needed / 1e6:.1f} MB" if needed >= 1e6 else f"{needed:,} bytes"
     kind = "compressed file" if compressed else "file"
     raise unreadable(
         path,

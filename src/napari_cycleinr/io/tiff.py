@@ -47,11 +47,19 @@ MM_PER_UNIT = {
 OME_DEFAULT_LENGTH_UNIT = "µm"
 """What the OME schema means by a PhysicalSize without a unit."""
 FILE_LETTERS = "zyx"
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+"""Little- and big-endian TIFF, then BigTIFF."""
 
 
 def read(path: Path, axis: str | None = None) -> Volume:
     """A canonical Volume from a 3D grayscale TIFF stack, spacing in mm (1 mm, with a warning, if unknown)."""
     with library_errors(path), _tifffile_complaints() as complaints:
+        with open(path, "rb") as file:
+            start = file.read(4)
+        if len(start) < 4:
+            raise unreadable(path, "the file is empty" if not start else "the file is too short for a TIFF")
+        if start not in TIFF_MAGIC:
+            raise unreadable(path, "it is not a TIFF file (its first bytes are not a TIFF header)")
         with tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise unreadable(path, "the TIFF holds no image")

@@ -113,7 +113,7 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     except (SafetensorError, RuntimeError, OSError) as error:
         reason = str(error).splitlines()[0]
         raise CycleINRError(f"{path.name} does not fit the CycleINR architecture it declares ({reason})") from None
-    damaged = next((name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    damaged = next((n for n, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
     if damaged is not None:
         raise CycleINRError(f"{path.name} is damaged: its weights hold NaN or infinite values (in {damaged})")
     model.info = header["info"]  # type: ignore[attr-defined]
