@@ -255,16 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(run=cmd_evaluate)
 
     bm = sub.add_parser("benchmark", help="time CycleINR against tricubic and trilinear interpolation")
-    bm.add_argument("--device", default="auto", help="auto, cpu or cuda (CycleINR; the interpolations run on the CPU)")
+    bm.add_argument("--device", default="auto", help="auto, cpu or cuda (for CycleINR; interpolations use the CPU)")
     bm.add_argument("--json", help="also write the figures as JSON")
     bm.add_argument("--model", help="checkpoint (default: the bundled model)")
-    bm.add_argument("--input", help="a real CT scan to crop or mirror-tile (default: the bundled chest sample)")
+    bm.add_argument("--input", help="a real CT scan to crop or mirror-tile (default: the bundled chest CT)")
     bm.add_argument("--sizes", default="256x256x60,512x512x60", help="columns x rows x slices, comma-separated")
-    bm.add_argument("--scaling", default="30,60,120,240", help="input slice counts of the scaling series ('' skips it)")
+    bm.add_argument("--scaling", default="30,60,120,240", help="slice counts of the scaling series ('' skips it)")
     bm.add_argument("--methods", default="cycleinr,tricubic,trilinear")
     bm.add_argument("--factor", type=float, default=5.0)
     bm.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the idle cores)")
-    bm.add_argument("--in-process", action="store_true", help="run every case in this process instead of a fresh one each")
+    bm.add_argument("--in-process", action="store_true", help="run all cases in this process, not one process each")
     bm.set_defaults(run=cmd_benchmark)
     return parser
 
