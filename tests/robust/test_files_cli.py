@@ -149,3 +149,25 @@ def test_real_process_says_when_it_assumes_1_mm(bad_paths, out_dir, tiny_checkpo
     assert "plain.tif" in result.stderr and "Traceback" not in result.stderr
     written = read_volume(target, axis="z")  # now 0.5 mm: z is no longer the coarsest axis
     assert written.shape == (8, 12, 10) and written.data.dtype == np.uint16
+
+
+def test_a_folder_of_bad_files_reports_each_and_writes_only_the_good(bad_folder, tmp_path, untouched):
+    """`cycleinr upsample DIR -o OUTDIR`: every bad file is one 'failed:' line with its reason, the others
+    are written, nothing else appears, and the exit code is 1 (some failed), not a crash."""
+    top_level = [case for case in BY_KEY.values() if "/" not in case.name]
+    good = sorted(case.name for case in top_level if case.read is None and case.run is None)
+    bad = {case.name: case.read or case.run for case in top_level if case.read is not None or case.run}
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="assuming 1 mm"):
+        result = run_cli("upsample", bad_folder, "-o", out, "--factor", "2", "--method", "trilinear", "-q")
+    assert result.code == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{len(good)} written, 0 skipped (output exists), {len(bad)} failed" in result.stderr
+    failed = dict(
+        line.strip().removeprefix("failed: ").split(": ", 1)
+        for line in result.stderr.splitlines()
+        if line.strip().startswith("failed: ")
+    )
+    assert sorted(failed) == sorted(bad)
+    for name, pattern in bad.items():
+        assert re.search(pattern, failed[name]), (name, failed[name])
+    assert sorted(p.name for p in out.iterdir()) == good  # no temporaries, nothing for the bad files
