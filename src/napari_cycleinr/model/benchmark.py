@@ -182,7 +182,7 @@ def run_case(case: Case) -> dict[str, Any]:
         "factor": case.factor,
         "device": record["device"],
         "threads": record.get("threads", torch.get_num_threads()) if compute_device.type == "cpu" else None,
-        "seconds": round(seconds, 3),
+        "seconds": round(seconds, 4),
         "output_voxels": voxels,
         "voxels_per_second": round(voxels / max(seconds, 1e-9)),
         "peak_rss_mb": round(max(memory.peak[0], _max_rss_mb()), 1),
