@@ -57,7 +57,7 @@ class InferenceOptions:
     @classmethod
     def for_device(cls, device: torch.device) -> InferenceOptions:
         if device.type == "cuda":
-            return cls(slab=32, tile=512, pixels_per_call=65536, slices_per_call=8)
+            return cls(slab=8, tile=512, pixels_per_call=65536, slices_per_call=8)
         return cls()
 
 
@@ -246,26 +246,32 @@ class _StreamingEncoder:
     the through-plane ones as three matrix products, which is what oneDNN and BLAS do fastest on a CPU.
     """
 
-    def __init__(self, encoder: Encoder) -> None:
-        self.head = encoder.head
-        self.blocks = list(encoder.body)
+    def __init__(self, encoder: Encoder, dtype: torch.dtype = torch.float32) -> None:
+        def inplane(conv: nn.Conv3d) -> tuple[torch.Tensor, torch.Tensor]:
+            return conv.weight[:, :, 0].to(dtype), conv.bias.to(dtype)
+
+        self.dtype = dtype
+        self.head = inplane(encoder.head)
+        blocks = list(encoder.body)
+        self.inplane = [inplane(b.inplane) for b in blocks]
         self.through = [
-            ([b.through_plane.weight[:, :, k, 0, 0].T.contiguous() for k in range(3)], b.through_plane.bias)
-            for b in self.blocks
+            ([b.through_plane.weight[:, :, k, 0, 0].T.contiguous().to(dtype) for k in range(3)],
+             b.through_plane.bias.to(dtype))
+            for b in blocks
         ]
-        self.a_buffer: list[torch.Tensor | None] = [None] * len(self.blocks)
-        self.x_buffer: list[torch.Tensor | None] = [None] * len(self.blocks)
+        self.a_buffer: list[torch.Tensor | None] = [None] * len(blocks)
+        self.x_buffer: list[torch.Tensor | None] = [None] * len(blocks)
 
     @staticmethod
-    def _inplane(x: torch.Tensor, conv: nn.Conv3d) -> torch.Tensor:
+    def _inplane(x: torch.Tensor, conv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """(S, H, W, Cin) -> (S, H, W, Cout): a 3x3 convolution of every slice."""
-        y = F.conv2d(x.permute(0, 3, 1, 2), conv.weight[:, :, 0], conv.bias, padding=1)
+        y = F.conv2d(x.permute(0, 3, 1, 2), conv[0], conv[1], padding=1)
         return y.permute(0, 2, 3, 1).contiguous()
 
     def push(self, chunk: torch.Tensor, final: bool) -> torch.Tensor:
-        """chunk (S, H, W) -> the newly final latent slices (S', H, W, C)."""
-        y = self._inplane(chunk[..., None], self.head)
-        for i in range(len(self.blocks)):
+        """chunk (S, H, W) -> the newly final latent slices (S', H, W, C), in the encoder's dtype."""
+        y = self._inplane(chunk[..., None].to(self.dtype), self.head)
+        for i in range(len(self.inplane)):
             y = self._block(i, y, final)
         return y
 
@@ -275,7 +281,7 @@ class _StreamingEncoder:
             return x
         parts = []
         if x.shape[0]:
-            parts.append(self._inplane(x, self.blocks[i].inplane).relu_())
+            parts.append(self._inplane(x, self.inplane[i]).relu_())
         if previous_a is None:  # the zero slice before the volume
             previous_a = torch.zeros_like(parts[0][:1])
             previous_x = x[:0]
@@ -590,18 +596,15 @@ def _tile_blocks(
     inner_rows = slice(rows.start - ylo, rows.stop - ylo)
     inner_cols = slice(cols.start - xlo, cols.stop - xlo)
     pixels = (rows.stop - rows.start) * (cols.stop - cols.start)
-    on_gpu = device.type == "cuda" and fused.dtype != torch.float32
-    autocast = torch.autocast("cuda", dtype=fused.dtype, enabled=on_gpu)
     queries = max(1, options.pixels_per_call * options.slices_per_call)
-    encoder = _StreamingEncoder(fused.model.encoder)
+    encoder = _StreamingEncoder(fused.model.encoder, fused.dtype)
     codes = _Window(fused, pixels, device)
     intensity: dict[int, torch.Tensor] = {}
     fed = ready = 0
     for stop, i0, i1 in plan:
         raise_if_cancelled(cancel)
         chunk = _to_device(lr[fed:stop, ylo:yhi, xlo:xhi], device)
-        with autocast:
-            latent = encoder.push(chunk, final=stop == len(lr))
+        latent = encoder.push(chunk, final=stop == len(lr))
         fed = stop
         if latent.shape[0]:
             planes = _to_device(lr[ready : ready + latent.shape[0], rows, cols], device).view(-1, pixels)
