@@ -141,7 +141,9 @@ def _plain_tiff(path: Path) -> None:
 
 def _truncated_tiff(path: Path) -> None:
     metadata = {"axes": "ZYX", "spacing": 5.0}
-    tifffile.imwrite(path, ramp((20, 30, 40), np.float32), imagej=True, resolution=(1.0, 1.0), metadata=metadata)
+    tifffile.imwrite(
+        path, ramp((20, 30, 40), np.float32), imagej=True, resolution=(1.0, 1.0), metadata=metadata
+    )
     path.write_bytes(path.read_bytes()[:5000])
 
 
@@ -152,7 +154,9 @@ def _copy_of_ct(path: Path) -> None:
 NON_FINITE = r"the volume has 2 NaN or infinite voxel\(s\); fix or mask them first"
 CASES: tuple[BadFile, ...] = (
     BadFile("truncated_nii_gz", "truncated.nii.gz", _truncated, r"truncated\.nii\.gz: it is truncated"),
-    BadFile("empty_nii_gz", "empty.nii.gz", lambda p: p.write_bytes(b""), r"empty\.nii\.gz: the file is empty"),
+    BadFile(
+        "empty_nii_gz", "empty.nii.gz", lambda p: p.write_bytes(b""), r"empty\.nii\.gz: the file is empty"
+    ),
     BadFile("text_named_nii", "report.nii", _text, r"report\.nii: it is not a NIfTI file"),
     BadFile("huge_header_nii", "huge.nii", _huge_header, r"1,000,000,000 voxels \(2\.0 GB\) but the file"),
     BadFile("huge_header_nii_gz", "huge.nii.gz", _huge_header, r"1,000,000,000 voxels .* compressed file"),
@@ -161,20 +165,35 @@ CASES: tuple[BadFile, ...] = (
     BadFile("pixdim_zero", "pixdim zero.nii", _pixdim(0.0), r"pixdim\) must be positive .*\[0\.8, 0\.8, 0\]"),
     BadFile("pixdim_negative", "pixdim negative.nii", _pixdim(-5.0), r"pixdim\) must be positive .* -5\]"),
     BadFile("pixdim_nan", "pixdim nan.nii", _pixdim(np.nan), r"pixdim\) must be positive .* nan\]"),
-    BadFile("singular_affine", "singular.nii.gz", _singular_affine, r"spacing must be positive, got \(0\.8, 0,"),
+    BadFile(
+        "singular_affine", "singular.nii.gz", _singular_affine, r"spacing must be positive, got \(0\.8, 0,"
+    ),
     BadFile("flat_2d", "flat.nii.gz", _nifti(lambda: ramp((12, 10))), r"it is a 2D image"),
-    BadFile("one_slice", "one slice.nii.gz", _nifti(lambda: ramp((12, 10, 1))), None, run=r"at least 2 slices"),
+    BadFile(
+        "one_slice", "one slice.nii.gz", _nifti(lambda: ramp((12, 10, 1))), None, run=r"at least 2 slices"
+    ),
     BadFile("two_slices", "two slices.nii.gz", _nifti(lambda: ramp((12, 10, 2))), None, dtype="int16"),
-    BadFile("several_volumes_4d", "fmri.nii.gz", _nifti(lambda: ramp((8, 8, 4, 3))), r"4 dimensions with 3 volumes"),
+    BadFile(
+        "several_volumes_4d",
+        "fmri.nii.gz",
+        _nifti(lambda: ramp((8, 8, 4, 3))),
+        r"4 dimensions with 3 volumes",
+    ),
     BadFile("five_d", "five.nii.gz", _nifti(lambda: ramp((8, 8, 4, 1, 2))), r"it has 5 dimensions"),
-    BadFile("uint8", "uint8.nii.gz", _nifti(lambda: ramp((12, 10, 4), np.uint8, 0, 255)), None, dtype="uint8"),
-    BadFile("float64", "float64.nii.gz", _nifti(lambda: ramp((12, 10, 4), np.float64)), None, dtype="float64"),
+    BadFile(
+        "uint8", "uint8.nii.gz", _nifti(lambda: ramp((12, 10, 4), np.uint8, 0, 255)), None, dtype="uint8"
+    ),
+    BadFile(
+        "float64", "float64.nii.gz", _nifti(lambda: ramp((12, 10, 4), np.float64)), None, dtype="float64"
+    ),
     BadFile("bool_tiff", "mask.tif", _bool_tiff, None, warns=r"assuming 1 mm", dtype="uint8"),
     BadFile("binary_nifti", "binary.nii", _binary_nifti, r"1-bit \(binary\) voxels"),
     BadFile("rgb_nifti", "rgb.nii.gz", _rgb_nifti, r"RGB colour voxels"),
     BadFile("rgb_tiff", "photo.tif", _rgb_tiff, r"colour \(RGB\) image"),
     BadFile("tiff_without_spacing", "plain.tif", _plain_tiff, None, warns=r"assuming 1 mm", dtype="uint16"),
-    BadFile("truncated_tiff", "truncated.tif", _truncated_tiff, r"truncated\.tif: it is truncated or damaged"),
+    BadFile(
+        "truncated_tiff", "truncated.tif", _truncated_tiff, r"truncated\.tif: it is truncated or damaged"
+    ),
     BadFile("non_ascii_path", "Zürich données/tête 5 mm ñ.nii.gz", _copy_of_ct, None, dtype="int16"),
 )
 BY_KEY = {case.key: case for case in CASES}
@@ -226,22 +245,44 @@ class BadCheckpoint:
 
 
 CHECKPOINTS: tuple[BadCheckpoint, ...] = (
-    BadCheckpoint("pickle_pt", "evil.pt", r"evil\.pt is not a napari-cycleinr checkpoint: only \.safetensors", True),
+    BadCheckpoint(
+        "pickle_pt", "evil.pt", r"evil\.pt is not a napari-cycleinr checkpoint: only \.safetensors", True
+    ),
     BadCheckpoint("torch_save_pth", "model.pth", r"model\.pth is not a napari-cycleinr checkpoint", True),
     BadCheckpoint("pickle_ckpt", "last.ckpt", r"last\.ckpt is not a napari-cycleinr checkpoint", True),
-    BadCheckpoint("pickle_renamed", "evil.safetensors", r"evil\.safetensors is not a readable safetensors", True),
+    BadCheckpoint(
+        "pickle_renamed", "evil.safetensors", r"evil\.safetensors is not a readable safetensors", True
+    ),
     BadCheckpoint("torch_save_renamed", "torch.safetensors", r"torch\.safetensors is not a readable", True),
-    BadCheckpoint("foreign", "foreign.safetensors", r"foreign\.safetensors is a safetensors file but not a napari"),
-    BadCheckpoint("no_header", "bare.safetensors", r"bare\.safetensors is a safetensors file but not a napari"),
-    BadCheckpoint("version_2", "v2.safetensors", r"v2\.safetensors has checkpoint format version 2; this .* reads version 1"),
+    BadCheckpoint(
+        "foreign", "foreign.safetensors", r"foreign\.safetensors is a safetensors file but not a napari"
+    ),
+    BadCheckpoint(
+        "no_header", "bare.safetensors", r"bare\.safetensors is a safetensors file but not a napari"
+    ),
+    BadCheckpoint(
+        "version_2",
+        "v2.safetensors",
+        r"v2\.safetensors has checkpoint format version 2; this .* reads version 1",
+    ),
     BadCheckpoint("version_text", "vx.safetensors", r"vx\.safetensors has checkpoint format version beta"),
-    BadCheckpoint("other_architecture", "wide.safetensors", r"wide\.safetensors does not fit the CycleINR archit"),
-    BadCheckpoint("missing_tensor", "missing.safetensors", r"missing\.safetensors does not fit .* missing, e\.g\."),
-    BadCheckpoint("invalid_config", "heads.safetensors", r"heads\.safetensors has an invalid model config .*heads"),
-    BadCheckpoint("implausible", "huge.safetensors", r"huge\.safetensors .*blocks = 100000000 is implausible"),
+    BadCheckpoint(
+        "other_architecture", "wide.safetensors", r"wide\.safetensors does not fit the CycleINR archit"
+    ),
+    BadCheckpoint(
+        "missing_tensor", "missing.safetensors", r"missing\.safetensors does not fit .* missing, e\.g\."
+    ),
+    BadCheckpoint(
+        "invalid_config", "heads.safetensors", r"heads\.safetensors has an invalid model config .*heads"
+    ),
+    BadCheckpoint(
+        "implausible", "huge.safetensors", r"huge\.safetensors .*blocks = 100000000 is implausible"
+    ),
     BadCheckpoint("damaged_config", "json.safetensors", r"json\.safetensors has a damaged model config"),
     BadCheckpoint("nan_weights", "nan.safetensors", r"nan\.safetensors is damaged: its weights hold NaN"),
-    BadCheckpoint("truncated", "cut.safetensors", r"cut\.safetensors is not a readable safetensors checkpoint"),
+    BadCheckpoint(
+        "truncated", "cut.safetensors", r"cut\.safetensors is not a readable safetensors checkpoint"
+    ),
     BadCheckpoint("truncated_header", "head.safetensors", r"head\.safetensors is not a readable safetensors"),
     BadCheckpoint("empty", "empty.safetensors", r"empty\.safetensors is not a readable safetensors"),
     BadCheckpoint("folder", "folder.safetensors", r"folder\.safetensors is a folder, not a checkpoint file"),
@@ -279,11 +320,17 @@ def build_checkpoints(folder: Path, model, marker: Path) -> dict[str, Path]:
     save_file(state, str(paths["version_2"]), metadata=header(format_version=2))
     save_file(state, str(paths["version_text"]), metadata=header(format_version="beta"))
     wide = CycleINR(ModelConfig(**{**config, "channels": 2 * config["channels"]}))
-    save_file({n: t.contiguous() for n, t in wide.state_dict().items()}, str(paths["other_architecture"]), header())
+    save_file(
+        {n: t.contiguous() for n, t in wide.state_dict().items()}, str(paths["other_architecture"]), header()
+    )
     save_file(dict(list(state.items())[1:]), str(paths["missing_tensor"]), metadata=header())
     bad_heads = json.dumps({**config, "heads": config["channels"] + 1})
     save_file(state, str(paths["invalid_config"]), metadata=header(model_config=bad_heads))
-    save_file(state, str(paths["implausible"]), metadata=header(model_config=json.dumps({**config, "blocks": 10**8})))
+    save_file(
+        state,
+        str(paths["implausible"]),
+        metadata=header(model_config=json.dumps({**config, "blocks": 10**8})),
+    )
     save_file(state, str(paths["damaged_config"]), metadata=header(model_config="{channels: 8"))
     poisoned = {n: t.clone() for n, t in state.items()}
     next(t for t in poisoned.values() if t.is_floating_point()).view(-1)[0] = float("nan")

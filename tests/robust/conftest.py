@@ -25,4 +25,6 @@ def untouched(bad_folder):
     """Asserts, after the test, that no bad file changed and nothing was added next to them."""
     before = bad_files.fingerprint(bad_folder)
     yield
-    assert bad_files.fingerprint(bad_folder) == before, "an input file was changed, or a file was left beside it"
+    assert bad_files.fingerprint(bad_folder) == before, (
+        "an input file was changed, or a file was left beside it"
+    )

@@ -101,7 +101,9 @@ def test_widget_job_reports_the_refusal_and_adds_nothing(checkpoints, bad_paths,
     paths, _ = checkpoints
     volume = read_volume(bad_paths["uint8"])
     targets = plan_targets(volume.shape[0], volume.spacing[0], "factor", "2")
-    job = Job(volume=volume, input_name="uint8", targets=targets, checkpoint=str(paths[case.key]), device="cpu")
+    job = Job(
+        volume=volume, input_name="uint8", targets=targets, checkpoint=str(paths[case.key]), device="cpu"
+    )
     updates = []
     outcome = execute(job, updates.append, lambda: False)
     assert outcome.error and re.search(case.message, outcome.error), outcome.error

@@ -90,14 +90,19 @@ PARAMETERS = [
     (["--spacing", "-1"], NOT_POSITIVE.format("-1.0")),
     (["--spacing", "nan"], NOT_POSITIVE.format("nan")),
     (["--spacing", "inf"], NOT_POSITIVE.format("inf")),
-    (["--spacing", "0.001"], r"0\.001 mm is more than 16 times finer than the input's 5 mm; choose 0\.3125 mm"),
+    (
+        ["--spacing", "0.001"],
+        r"0\.001 mm is more than 16 times finer than the input's 5 mm; choose 0\.3125 mm",
+    ),
     (["--factor", "2", "--device", "tpu"], r"unknown device 'tpu'; choose auto, cpu or cuda"),
     (["--factor", "2", "--device", "cuda:banana"], r"(unknown device|no CUDA GPU)"),
     (["--factor", "2", "--method", "cycleinr", "--device", "gpu"], r"unknown device 'gpu'"),
 ]
 
 
-@pytest.mark.parametrize(("args", "pattern"), PARAMETERS, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+@pytest.mark.parametrize(
+    ("args", "pattern"), PARAMETERS, ids=lambda v: " ".join(v) if isinstance(v, list) else ""
+)
 def test_bad_parameter_is_refused_before_anything_is_written(bad_paths, out_dir, args, pattern):
     result = run_cli("upsample", bad_paths["uint8"], "-o", out_dir / "sr.nii.gz", *args)
     assert_refused(result, pattern, out_dir)
@@ -106,8 +111,12 @@ def test_bad_parameter_is_refused_before_anything_is_written(bad_paths, out_dir,
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
 @pytest.mark.parametrize("device", ["cuda", "cuda:0", "CUDA"])
 def test_cuda_without_a_gpu_is_refused(bad_paths, out_dir, device):
-    result = run_cli("upsample", bad_paths["uint8"], "-o", out_dir / "sr.nii.gz", "--factor", "2", "--device", device)
-    assert_refused(result, r"cuda was asked for but no CUDA GPU is available here; use --device cpu or auto", out_dir)
+    result = run_cli(
+        "upsample", bad_paths["uint8"], "-o", out_dir / "sr.nii.gz", "--factor", "2", "--device", device
+    )
+    assert_refused(
+        result, r"cuda was asked for but no CUDA GPU is available here; use --device cpu or auto", out_dir
+    )
 
 
 @pytest.mark.parametrize(
@@ -143,7 +152,9 @@ def test_real_process_refuses_with_one_line_and_exit_2(bad_paths, out_dir):
 def test_real_process_says_when_it_assumes_1_mm(bad_paths, out_dir, tiny_checkpoint):
     source = bad_paths["tiff_without_spacing"]
     target = out_dir / "plain x2.tif"
-    result = run_cli_process("upsample", source, "-o", target, "--factor", "2", "--model", tiny_checkpoint, "-q")
+    result = run_cli_process(
+        "upsample", source, "-o", target, "--factor", "2", "--model", tiny_checkpoint, "-q"
+    )
     assert result.code == 0, result.stderr
     assert re.search(BY_KEY["tiff_without_spacing"].warns, result.stderr), result.stderr
     assert "plain.tif" in result.stderr and "Traceback" not in result.stderr

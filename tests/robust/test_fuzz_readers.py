@@ -38,7 +38,11 @@ FUZZ = settings(
     deadline=None,
     derandomize=True,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+    ],
 )
 INT32_EDGES = [0, 1, -1, 2, 3, 7, 255, 348, 540, 2**15, 2**16 - 1, 2**31 - 1, -(2**31), 10**6, 10**9]
 FLOAT32_EDGES = [0.0, -0.0, -1.0, 1e-30, 1e30, float("nan"), float("inf"), float("-inf")]
@@ -83,10 +87,16 @@ def small_tiff(kind: str) -> bytes:
     buffer = io.BytesIO()
     data = ramp((5, 12, 10), np.uint16, 0, 4000)
     if kind == "imagej":
-        tifffile.imwrite(buffer, data, imagej=True, resolution=(2.0, 2.0), metadata={"axes": "ZYX", "spacing": 3.0, "unit": "mm"})
+        tifffile.imwrite(
+            buffer,
+            data,
+            imagej=True,
+            resolution=(2.0, 2.0),
+            metadata={"axes": "ZYX", "spacing": 3.0, "unit": "mm"},
+        )
     elif kind == "ome":
-        tifffile.imwrite(buffer, data.astype(np.int32), ome=True, photometric="minisblack",
-                         metadata={"axes": "ZYX", "PhysicalSizeZ": 3.0, "PhysicalSizeZUnit": "mm"})  # fmt: skip
+        metadata = {"axes": "ZYX", "PhysicalSizeZ": 3.0, "PhysicalSizeZUnit": "mm"}
+        tifffile.imwrite(buffer, data.astype(np.int32), ome=True, photometric="minisblack", metadata=metadata)
     else:
         tifffile.imwrite(buffer, data, photometric="minisblack", compression="zlib")
     return buffer.getvalue()

@@ -265,8 +265,8 @@ def test_cli_refuses_a_bad_destination_before_running(source, locked, tmp_path, 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="cli.py (not ours to edit) lets torch's out-of-memory RuntimeError escape with a traceback: main() "
-    "should catch it (napari_cycleinr._runner.out_of_memory(error)) and print one line with exit code 2",
+    reason="cli.py (not ours to edit) lets torch's out-of-memory RuntimeError escape with a traceback: "
+    "main() should catch it (napari_cycleinr._runner.out_of_memory(error)) and print one line, exit code 2",
 )
 def test_cli_out_of_memory_is_one_line(source, tmp_path, monkeypatch):
     import torch

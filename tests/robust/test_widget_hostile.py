@@ -237,7 +237,10 @@ def test_closing_napari_during_a_run(make_napari_viewer, qtbot, tiny_checkpoint,
 # --- memory ------------------------------------------------------------------------------------------------
 
 CUDA_OOM = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.11 GiB total capacity; 77.2 GiB in use)"
-CPU_OOM = "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 154618822656 bytes"
+CPU_OOM = (
+    "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+    "you tried to allocate 154618822656 bytes"
+)
 
 
 @pytest.fixture
@@ -245,7 +248,11 @@ def pretend_gpu(monkeypatch):
     """A machine whose GPU runs out of memory: 'auto' and 'cuda' resolve to cuda, the model stays on the CPU
     (this torch may have no CUDA), and super-resolving on cuda raises CUDA's OutOfMemoryError after the
     first block. On the CPU, the real inference runs."""
-    real_resolve, real_super_resolve, real_load = infer.resolve_device, infer.super_resolve, checkpoint.load_model
+    real_resolve, real_super_resolve, real_load = (
+        infer.resolve_device,
+        infer.super_resolve,
+        checkpoint.load_model,
+    )
     calls = []
 
     def resolve_device(name):
@@ -267,7 +274,9 @@ def pretend_gpu(monkeypatch):
     return calls
 
 
-def test_gpu_out_of_memory_on_auto_goes_on_on_the_cpu(viewer_and_widget, qtbot, notes, tiny_checkpoint, pretend_gpu):
+def test_gpu_out_of_memory_on_auto_goes_on_on_the_cpu(
+    viewer_and_widget, qtbot, notes, tiny_checkpoint, pretend_gpu
+):
     viewer, widget = viewer_and_widget
     widget._input.value = small_ct(viewer)
     widget._target_kind.value = "factor"
@@ -284,7 +293,9 @@ def test_gpu_out_of_memory_on_auto_goes_on_on_the_cpu(viewer_and_widget, qtbot, 
     assert_no_traceback_notifications(notes)
 
 
-def test_gpu_out_of_memory_on_an_explicit_cuda_is_explained(viewer_and_widget, qtbot, notes, tiny_checkpoint, pretend_gpu):
+def test_gpu_out_of_memory_on_an_explicit_cuda_is_explained(
+    viewer_and_widget, qtbot, notes, tiny_checkpoint, pretend_gpu
+):
     viewer, widget = viewer_and_widget
     widget._input.value = small_ct(viewer)
     widget._device.value = "cuda"
@@ -299,7 +310,9 @@ def test_gpu_out_of_memory_on_an_explicit_cuda_is_explained(viewer_and_widget, q
     assert_no_traceback_notifications(notes)
 
 
-def test_cpu_out_of_memory_mid_run_is_explained(viewer_and_widget, qtbot, notes, tiny_checkpoint, monkeypatch):
+def test_cpu_out_of_memory_mid_run_is_explained(
+    viewer_and_widget, qtbot, notes, tiny_checkpoint, monkeypatch
+):
     """The real inference runs and the allocator fails after its first block (torch's CPU message)."""
     real = infer.super_resolve
 

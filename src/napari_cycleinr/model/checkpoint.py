@@ -113,8 +113,9 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     except (SafetensorError, RuntimeError, OSError) as error:
         reason = str(error).splitlines()[0]
         raise CycleINRError(f"{path.name} does not fit the CycleINR architecture it declares ({reason})") from None
-    damaged = next((n for n, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
-    if damaged is not None:
+    non_finite = [n for n, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if non_finite:
+        damaged = non_finite[0]
         raise CycleINRError(f"{path.name} is damaged: its weights hold NaN or infinite values (in {damaged})")
     model.info = header["info"]  # type: ignore[attr-defined]
     model.source = str(path)  # type: ignore[attr-defined]
