@@ -145,7 +145,7 @@ def test_odd_but_valid_file_runs(viewer_and_widget, qtbot, bad_paths, notes, tin
 
 def long_job(viewer, widget, tiny_checkpoint):
     """Settings that keep the model busy for many seconds (cancelled long before the end)."""
-    widget._input.value = small_ct(viewer, "big", shape=(16, 192, 192))
+    widget._input.value = small_ct(viewer, "big", shape=(24, 224, 224))
     widget._target_kind.value = "factor"
     widget._values.value = "2, 3, 4, 5, 6, 8"
     use_checkpoint(widget, tiny_checkpoint)
