@@ -28,7 +28,7 @@ def test_upsample_with_the_bundled_model_keeps_geometry(tmp_path):
     result = cycleinr("upsample", CT_3MM, "-o", out, "--factor", "2.5", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "30 -> 75 slices" in result.stdout
-    source, written = read_volume(CT_3MM), read_volume(out)
+    source, written = read_volume(CT_3MM), read_volume(out)  # the header's slice axis keeps z as z
     assert written.shape == (75, *source.shape[1:]) and written.data.dtype == source.data.dtype
     assert written.spacing == pytest.approx((1.2, 3.0, 3.0), rel=1e-5)
     assert np.allclose(written.affine @ [-0.5, 0, 0, 1], source.affine @ [-0.5, 0, 0, 1], atol=1e-4)

@@ -69,6 +69,7 @@ def read(path: Path, axis: str | None = None) -> Volume:
             raise unreadable(path, reason) from None
         affine = np.array(image.affine, dtype=np.float64)
         codes = {key: int(header[key]) for key in ("qform_code", "sform_code", "xyzt_units")}
+        slice_dim = header.get_dim_info()[2]
         descrip = bytes(np.asarray(header["descrip"]).tobytes()).split(b"\0", 1)[0]
     mm_per_unit = MM_PER_SPATIAL_UNIT.get(codes["xyzt_units"] & 0x07, 1.0)
     affine[:3, :] *= mm_per_unit
@@ -77,6 +78,8 @@ def read(path: Path, axis: str | None = None) -> Volume:
         "format": "nifti",
         "nifti_header": {**codes, "descrip": descrip.decode("utf-8", errors="replace").strip()},
     }
+    if axis is None and slice_dim is not None:
+        axis = "xyz"[slice_dim]  # the header names the slice axis (our writer records it): trust it
     return canonical_volume(array, affine, "xyz", axis, metadata)
 
 
@@ -84,10 +87,13 @@ def save(volume: Volume, path: Path) -> None:
     """Write `volume` as NIfTI; a volume read from NIfTI gets its own axis order and header codes back.
 
     Other volumes are stored in the usual (x, y, z) order. Both qform and sform carry the affine (the qform
-    without any shear, which it cannot hold), and the spatial unit is always mm.
+    without any shear, which it cannot hold), and the spatial unit is always mm. The header's slice dimension
+    names the through-plane axis, so a super-resolved file (whose z is now the finest axis) reads back the
+    same way round.
     """
     from_nifti = volume.metadata.get("format") == "nifti"
-    array, affine = file_layout(volume, volume.file_axes if from_nifti else (2, 1, 0))
+    file_axes = volume.file_axes if from_nifti else (2, 1, 0)
+    array, affine = file_layout(volume, file_axes)
     array = storable(array)
     fields = dict(volume.metadata.get("nifti_header") or {}) if from_nifti else {}
     qform_code = int(fields.get("qform_code") or fields.get("sform_code") or SCANNER_ANAT)
@@ -96,6 +102,7 @@ def save(volume: Volume, path: Path) -> None:
     image.set_qform(affine, code=qform_code)
     image.set_sform(affine, code=sform_code)
     header = image.header
+    header.set_dim_info(slice=file_axes[0])
     header["xyzt_units"] = NIFTI_MM | (int(fields.get("xyzt_units", 0)) & TIME_UNIT_BITS)
     header["descrip"] = str(fields.get("descrip") or "napari-cycleinr").encode("utf-8")[:79]
     nib.save(image, path)

@@ -51,6 +51,10 @@ TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 """Little- and big-endian TIFF, then BigTIFF."""
 
 
+SLICE_AXIS_KEY = "cycleinr_slice_axis"
+"""Extra ImageJ metadata key naming the through-plane file axis ('z', 'y' or 'x'), written by this package."""
+
+
 def read(path: Path, axis: str | None = None) -> Volume:
     """A canonical Volume from a 3D grayscale TIFF stack, spacing in mm (1 mm, with a warning, if unknown)."""
     with library_errors(path), _tifffile_complaints() as complaints:
@@ -76,6 +80,9 @@ def read(path: Path, axis: str | None = None) -> Volume:
             flavour = "ome" if tif.is_ome else "imagej" if tif.is_imagej else "plain"
             geometry = {"ome": _ome_geometry, "imagej": _imagej_geometry}.get(flavour, _no_geometry)(tif)
             array = np.asarray(series.asarray()).reshape(shape)
+            declared = (tif.imagej_metadata or {}).get(SLICE_AXIS_KEY) if flavour == "imagej" else None
+    if axis is None and declared in tuple(FILE_LETTERS):
+        axis = declared
     spacing, origin, unit, missing = geometry
     if missing:
         warnings.warn(
@@ -101,7 +108,8 @@ def save(volume: Volume, path: Path) -> None:
     TIFF cannot hold rotations or flips, so those are dropped with a warning; spacing and origin are kept.
     """
     from_tiff = volume.metadata.get("format") == "tiff"
-    array, affine = file_layout(volume, volume.file_axes if from_tiff else (0, 1, 2))
+    file_axes = volume.file_axes if from_tiff else (0, 1, 2)
+    array, affine = file_layout(volume, file_axes)
     array = storable(array)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)  # (z, y, x), since file axes are (z, y, x)
     origin = affine[2::-1, 3]  # world (x, y, z) -> (z, y, x)
@@ -115,15 +123,16 @@ def save(volume: Volume, path: Path) -> None:
             stacklevel=2,
         )
     if array.dtype in IMAGEJ_DTYPES:
-        _write_imagej(path, array, spacing, origin)
+        _write_imagej(path, array, spacing, origin, FILE_LETTERS[file_axes[0]])
     else:
         _write_ome(path, array, spacing, origin)
 
 
-def _write_imagej(path: Path, array: np.ndarray, spacing: np.ndarray, origin: np.ndarray) -> None:
+def _write_imagej(path: Path, array: np.ndarray, spacing: np.ndarray, origin: np.ndarray, slice_axis: str) -> None:
     sz, sy, sx = (float(s) for s in spacing)
     metadata = {
         "axes": "ZYX",
+        SLICE_AXIS_KEY: slice_axis,  # the through-plane axis, so a super-resolved stack reads back the same way
         "spacing": sz,
         "unit": "mm",
         # ImageJ's calibration: position = (index - origin) * size, so its origin is in pixels and negated.
