@@ -1,9 +1,13 @@
 """Regenerate docs/results.md, its JSON and its figures with the project's own evaluate command.
 
-    python scripts/make_results.py [--quick]
+    python scripts/make_results.py [--size 256] [--slabs 2]
 
-Needs ../shared/data (the held-back validation scan LIDC-IDRI-0002 and the real 5 mm scan) and the three
-trained models: the bundled default and the two ablations (configs/ablation_*.toml -> runs/ablation_*/).
+Needs ../shared/data (the held-back validation scan LIDC-IDRI-0002 and the real 5 mm scan), the bundled
+model, and the ablation study: three runs of 500 steps, identical but for the switch under test,
+
+    cycleinr train --config configs/default.toml --out runs/ablation500_full --steps 500
+    cycleinr train --config configs/ablation_grid.toml --out runs/ablation500_grid --steps 500
+    cycleinr train --config configs/ablation_no_cycle.toml --out runs/ablation500_no_cycle --steps 500
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ THICK = SHARED / "thick/ct_pyradiomics_lung1_5mm.nii.gz"
 OUT = Path("docs/results")
 CROPS = Path("runs/eval")
 FACTORS = "2,2.5,4,5"
-VARIANTS = {"grid_sampling": "runs/ablation_grid/best.safetensors", "no_cycle_loss": "runs/ablation_no_cycle/best.safetensors"}
-METHODS = ["trilinear", "tricubic", "grid_sampling", "no_cycle_loss", "cycleinr"]
+VARIANTS = {
+    "grid_sampling_500": "runs/ablation500_grid/best.safetensors",
+    "no_cycle_loss_500": "runs/ablation500_no_cycle/best.safetensors",
+    "full_500": "runs/ablation500_full/best.safetensors",
+}
+METHODS = ["trilinear", "tricubic", *VARIANTS, "cycleinr"]
 HU_ERROR = 200
 
 
@@ -152,8 +160,8 @@ def figure_real_thick() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--size", type=int, default=288)
-    parser.add_argument("--slabs", type=int, default=3)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--slabs", type=int, default=2)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     crops = make_crops(args.size, args.slabs)
