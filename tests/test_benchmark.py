@@ -28,7 +28,7 @@ from napari_cycleinr.model.benchmark import (
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_KEYS = {
     "method", "size", "input_shape", "output_shape", "factor", "device", "threads", "seconds",
-    "output_voxels", "voxels_per_second", "peak_rss_mb", "rss_increase_mb", "working_memory_mb",
+    "output_voxels", "output_mb", "voxels_per_second", "peak_rss_mb", "rss_increase_mb", "working_memory_mb",
     "peak_cuda_mb", "memmap",
 }
 
@@ -62,6 +62,7 @@ def test_a_tiny_benchmark_reports_every_figure(tmp_path):
     assert [p["input_shape"][0] for p in scaling["points"]] == [4, 8]
     assert all(p["memmap"] for p in scaling["points"])
     assert {"seconds_per_input_slice", "r2", "linear", "memory_spread_mb", "flat_memory"} <= set(scaling)
+    assert scaling["output_growth_mb"] > 0
     assert report["machine"]["cores_available"] >= 1 and "load_average_start" in report["machine"]
     text = format_report(report)
     assert "CycleINR / tricubic time at 28x24x6" in text and "s per input slice" in text
@@ -69,11 +70,12 @@ def test_a_tiny_benchmark_reports_every_figure(tmp_path):
 
 def test_scaling_summary_tells_linear_from_not():
     slices = [30, 60, 120, 240]
-    linear = scaling_summary(slices, [1 + 0.1 * n for n in slices], [200, 205, 198, 210])
+    linear = scaling_summary(slices, [1 + 0.1 * n for n in slices], [200, 205, 198, 210], [30, 60, 120, 240])
     assert linear["linear"] and linear["flat_memory"]
     assert linear["seconds_per_input_slice"] == pytest.approx(0.1)
     assert linear["intercept_seconds"] == pytest.approx(1.0) and linear["r2"] == pytest.approx(1.0)
-    quadratic = scaling_summary(slices, [0.001 * n * n for n in slices], [200, 400, 800, 1600])
+    output = [30, 60, 120, 240]
+    quadratic = scaling_summary(slices, [0.001 * n * n for n in slices], [200, 400, 800, 1600], output)
     assert not quadratic["linear"] and not quadratic["flat_memory"]
     with pytest.raises(CycleINRError):
         scaling_summary([60, 60], [1.0, 1.1], [1, 1])

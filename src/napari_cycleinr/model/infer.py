@@ -598,7 +598,8 @@ def _tile_blocks(
     pixels = (rows.stop - rows.start) * (cols.stop - cols.start)
     queries = max(1, options.pixels_per_call * options.slices_per_call)
     encoder = _StreamingEncoder(fused.model.encoder, fused.dtype)
-    codes = _Window(fused, pixels, device)
+    capacity = _window_capacity(intervals, plan, n, fused.model.config.blocks)
+    codes = _Window(fused, pixels, capacity, device)
     intensity: dict[int, torch.Tensor] = {}
     fed = ready = 0
     for stop, i0, i1 in plan:
@@ -651,28 +652,40 @@ def _release_freed_memory() -> None:
 
 
 class _Window:
-    """The projected codes of the latent slices still needed, in a pool of reused (P, F) buffers, so the
-    memory of a tile is that of a few slices whatever the length of the scan."""
+    """The projected codes of the latent slices still needed, in one buffer allocated per tile and reused
+    slot by slot, so the memory of a tile is that of a few slices whatever the length of the scan (and the
+    heap does not fragment around many short-lived slice-sized blocks)."""
 
-    def __init__(self, fused: _FusedModel, pixels: int, device: torch.device) -> None:
-        self.fused, self.pixels, self.device = fused, pixels, device
-        self.slices: dict[int, torch.Tensor] = {}
-        self.free: list[torch.Tensor] = []
+    def __init__(self, fused: _FusedModel, pixels: int, capacity: int, device: torch.device) -> None:
+        self.fused = fused
+        features = fused.project_w.shape[1]
+        self.buffer = torch.empty((capacity, pixels, features), dtype=fused.dtype, device=device)
+        self.slots: dict[int, int] = {}
+        self.free = list(range(capacity - 1, -1, -1))
 
     def put(self, z: int, codes: torch.Tensor) -> None:
-        if self.free:
-            buffer = self.free.pop()
-        else:
-            features = self.fused.project_w.shape[1]
-            buffer = torch.empty((self.pixels, features), dtype=self.fused.dtype, device=self.device)
-        self.slices[z] = self.fused.project(codes, out=buffer)
+        slot = self.free.pop()
+        self.slots[z] = slot
+        self.fused.project(codes, out=self.buffer[slot])
 
     def __getitem__(self, z: int) -> torch.Tensor:
-        return self.slices[z]
+        return self.buffer[self.slots[z]]
 
     def drop_below(self, keep: int) -> None:
-        for z in [z for z in self.slices if z < keep]:
-            self.free.append(self.slices.pop(z))
+        for z in [z for z in self.slots if z < keep]:
+            self.free.append(self.slots.pop(z))
+
+
+def _window_capacity(intervals: list[_Interval], plan: list[tuple[int, int, int]], n: int, lag: int) -> int:
+    """The most latent slices a tile holds at once, replaying the stream plan."""
+    keep = most = 0
+    for stop, i0, i1 in plan:
+        ready = n if stop == n else max(0, stop - lag)
+        most = max(most, ready - keep)
+        if i1 > i0:
+            following = intervals[i1] if i1 < len(intervals) else None
+            keep = min(following.lower, int(following.neighbours[0])) if following is not None else ready
+    return max(most, 1)
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
