@@ -495,7 +495,7 @@ def _fast_blocks(
 
 
 def _balanced(length: int, tile: int) -> list[slice]:
-    """ceil(length / tile) near-equal parts: 512 px at tile 160 is 4 x 128, not 160, 160, 160 and a thin 32."""
+    """ceil(length / tile) near-equal parts: 512 px at tile 160 is 4 x 128, not 3 x 160 and a thin 32."""
     parts = math.ceil(length / tile)
     edges = [round(i * length / parts) for i in range(parts + 1)]
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
@@ -712,18 +712,38 @@ def method_blocks(
     cancel: CancelCheck | None = None,
     finish: Finish | None = None,
 ) -> Iterator[Block]:
-    """Blocks of normalised output for any method; positions in input-slice units, sorted."""
-    if method == "trilinear":
-        return linear_blocks(lr, positions, cancel)
-    if method == "tricubic":
-        return cubic_blocks(lr, positions, cancel)
+    """Blocks of normalised output for any method; positions in input-slice units, sorted.
+
+    On the CPU each block is computed with choose_threads(options.threads) torch threads; the caller's own
+    setting is back in force whenever the generator is paused.
+    """
+    if method not in METHODS:
+        raise CycleINRError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if method == "cycleinr":
         if model is None:
             raise CycleINRError("the cycleinr method needs a model")
         device = device or next(model.parameters()).device
-        options = options or InferenceOptions.for_device(device)
-        return cycleinr_blocks(model, lr, positions, cell, device, options, cancel, finish)
-    raise CycleINRError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    device = device or torch.device("cpu")
+    options = options or InferenceOptions.for_device(device)
+    if method == "trilinear":
+        blocks = linear_blocks(lr, positions, cancel)
+    elif method == "tricubic":
+        blocks = cubic_blocks(lr, positions, cancel)
+    else:
+        assert model is not None
+        blocks = cycleinr_blocks(model, lr, positions, cell, device, options, cancel, finish)
+    threads = choose_threads(options.threads) if device.type == "cpu" and method != "tricubic" else 0
+    return _with_threads(blocks, threads)
+
+
+def _with_threads(blocks: Iterator[Block], threads: int) -> Iterator[Block]:
+    """Each step of a block generator with `threads` torch threads (0: leave), the caller's in between."""
+    while True:
+        with torch_threads(threads):
+            block = next(blocks, None)
+        if block is None:
+            return
+        yield block
 
 
 def predict(method: str, lr: np.ndarray, positions: np.ndarray, cell: float, **kwargs) -> np.ndarray:
@@ -793,22 +813,22 @@ def super_resolve(
         raise CycleINRError(f"the output array has shape {out.shape}, expected {shape}")
     finish = output_finisher(intensities, out.dtype) if fast else None
     total = _count_blocks(method, grid, volume.shape, model, options)
-    threads = choose_threads(options.threads) if torch_device.type == "cpu" else 0
+    threads = choose_threads(options.threads) if torch_device.type == "cpu" and method != "tricubic" else 0
     started = time.perf_counter()
-    with torch_threads(threads):
-        blocks = method_blocks(
-            method, lr, grid.positions(), 1.0 / grid.factor,
-            model=model, device=torch_device, options=options, cancel=cancel, finish=finish,
-        )
-        for done, block in enumerate(blocks, start=1):
-            if finish is None:
-                values = cast_like(intensities.denormalise(block.values), out.dtype)
-            else:
-                values = block.values
-            out[block.out_slices, block.rows, block.cols] = values
-            if progress is not None:
-                progress(done, max(total, done))
-            raise_if_cancelled(cancel)
+    # method_blocks computes each block with `threads` torch threads
+    blocks = method_blocks(
+        method, lr, grid.positions(), 1.0 / grid.factor,
+        model=model, device=torch_device, options=options, cancel=cancel, finish=finish,
+    )
+    for done, block in enumerate(blocks, start=1):
+        if finish is None:
+            values = cast_like(intensities.denormalise(block.values), out.dtype)
+        else:
+            values = block.values
+        out[block.out_slices, block.rows, block.cols] = values
+        if progress is not None:
+            progress(done, max(total, done))
+        raise_if_cancelled(cancel)
     record = {
         "method": method,
         "factor": grid.factor,
