@@ -34,9 +34,10 @@ LINEAR_R2 = 0.98
 """A time series counts as linear in the number of slices when a straight line explains this much of it."""
 FLAT_MB = 64.0
 FLAT_SHARE = 0.25
-"""Working memory counts as flat when its peaks over the scaling series differ by at most FLAT_MB, or by at
-most FLAT_SHARE of what the output itself grew by: an inference that held the scan would grow by more than the
-output. Peaks of the C heap vary by tens of MB from run to run even when the live tensors are constant."""
+"""Working memory counts as flat when the straight line through its peaks grows over the scaling series by at
+most FLAT_MB, or by at most FLAT_SHARE of what the output itself grew by (an inference that held the scan
+would grow by more than its output). A fitted line rather than max - min, because the peaks of the C heap
+vary by tens of MB from run to run even when the live tensors are constant."""
 MB = 2**20
 
 
@@ -216,6 +217,8 @@ def scaling_summary(
     total = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - residual / total if total > 0 else 1.0
     spread = float(np.ptp(memory_mb))
+    memory_slope = float(np.polyfit(x, np.asarray(memory_mb, dtype=float), 1)[0])
+    memory_growth = memory_slope * float(np.ptp(x))
     output_growth = float(np.ptp(output_mb)) if output_mb else 0.0
     return {
         "seconds_per_input_slice": round(float(slope), 4),
@@ -223,8 +226,9 @@ def scaling_summary(
         "r2": round(r2, 4),
         "linear": bool(r2 >= LINEAR_R2 and slope > 0),
         "memory_spread_mb": round(spread, 1),
+        "memory_growth_mb": round(memory_growth, 1),
         "output_growth_mb": round(output_growth, 1),
-        "flat_memory": bool(spread <= max(FLAT_MB, FLAT_SHARE * output_growth)),
+        "flat_memory": bool(memory_growth <= max(FLAT_MB, FLAT_SHARE * output_growth)),
     }
 
 
@@ -365,9 +369,9 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"time: {scaling['seconds_per_input_slice']:.3f} s per input slice "
             f"+ {scaling['intercept_seconds']:.2f} s, R^2 {scaling['r2']:.3f} "
-            f"({'linear' if scaling['linear'] else 'NOT linear'}); working memory spread "
-            f"{scaling['memory_spread_mb']:.0f} MB while the output grew "
-            f"{scaling['output_growth_mb']:.0f} MB "
+            f"({'linear' if scaling['linear'] else 'NOT linear'})\nworking memory: fitted growth "
+            f"{scaling['memory_growth_mb']:.0f} MB (peaks within {scaling['memory_spread_mb']:.0f} MB) "
+            f"while the output grew {scaling['output_growth_mb']:.0f} MB "
             f"({'flat' if scaling['flat_memory'] else 'NOT flat'})"
         )
     return "\n".join(lines)
