@@ -47,6 +47,7 @@ WORKER = textwrap.dedent(
     rank = dist.get_rank()
     with open(f"{out}/rank{rank}.json", "w") as handle:
         json.dump({"straight": straight, "resumed": resumed, "lines": lines}, handle)
+    dist.barrier()
     dist.destroy_process_group()
     """
 )

@@ -52,6 +52,7 @@ class Rank:
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
+            dist.barrier()  # nobody tears the group down while another rank still talks through it
             dist.destroy_process_group()
 
 

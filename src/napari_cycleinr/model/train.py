@@ -11,6 +11,7 @@ effective batch is batch x world size.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -184,6 +185,9 @@ def train(
         return _train(config, Path(out_dir), resume, rank.device if rank else torch_device, log, cancel, rank)
     finally:
         if rank is not None:
+            # the DistributedDataParallel wrapper sits in reference cycles: free it while its process group
+            # is still alive, or its C++ threads may abort the interpreter at exit
+            gc.collect()
             rank.close()
 
 
