@@ -186,7 +186,7 @@ def run_case(case: Case) -> dict[str, Any]:
         "output_shape": [int(round(case.shape[0] * case.factor)), *case.shape[1:]],
         "factor": case.factor,
         "device": record["device"],
-        "threads": record.get("threads", torch.get_num_threads()) if compute_device.type == "cpu" else None,
+        "threads": _threads_used(case.method, record, compute_device),
         "seconds": round(seconds, 4),
         "output_voxels": voxels,
         "output_mb": round(output_bytes / MB, 1),
@@ -197,6 +197,16 @@ def run_case(case: Case) -> dict[str, Any]:
         "peak_cuda_mb": None if peak_cuda is None else round(peak_cuda, 1),
         "memmap": case.memmap,
     }
+
+
+def _threads_used(method: str, record: dict[str, Any], device: Any) -> int | None:
+    if device.type != "cpu":
+        return None
+    if method == "tricubic":
+        return 1  # scipy.ndimage runs on one thread
+    import torch
+
+    return int(record.get("threads", torch.get_num_threads()))
 
 
 def run_isolated(case: Case) -> dict[str, Any]:
