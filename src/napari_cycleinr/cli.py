@@ -70,10 +70,11 @@ def cmd_upsample(args: argparse.Namespace) -> int:
     model = load_model(args.model, device) if args.method == "cycleinr" else None
     options = None
     if args.threads:
+        from dataclasses import replace
+
         from napari_cycleinr.model.infer import InferenceOptions
 
-        options = InferenceOptions.for_device(device)
-        options = type(options)(**{**options.__dict__, "threads": args.threads})
+        options = replace(InferenceOptions.for_device(device), threads=args.threads)
     result = super_resolve(
         volume,
         factor=args.factor,
