@@ -1,8 +1,11 @@
 """Inference: Volume in, Volume out, in bounded memory, with progress and cancel.
 
-The model runs tile by tile (MONAI-style sliding window, but exact): each tile is a slab of input slices
-over an in-plane patch, encoded with a halo wide enough that its codes equal those of the whole volume,
-then decoded for the output slices that fall inside the slab, a few slices and pixels at a time.
+The model runs tile by tile, exactly (the answer equals the whole-volume forward pass up to rounding). The
+fast path (`_fast_blocks`, used for the standard architecture) streams each in-plane tile through the encoder
+along z, a few slices at a time, and decodes each output slice as soon as its neighbours are encoded; see
+the notes above `_is_standard` and docs/performance.md. The generic path (`generic_blocks`, any other model,
+or InferenceOptions(fast=False)) encodes slabs of input slices with a halo wide enough that their codes equal
+those of the whole volume, then decodes the output slices inside each slab.
 """
 
 from __future__ import annotations
