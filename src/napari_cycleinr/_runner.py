@@ -144,8 +144,7 @@ def execute(job: Job, report: Callable[[Update], Any], cancelled: Callable[[], b
     except Cancelled:
         return Outcome(cancelled=True, device=outcome.device)
     except CycleINRError as error:
-        message = str(error).replace("use --device cpu or auto", "choose the device cpu or auto")
-        return Outcome(error=message, device=outcome.device, notices=outcome.notices)
+        return Outcome(error=str(error), device=outcome.device, notices=outcome.notices)
     except Exception as error:  # a bug, or a library failing: one line for the user, the traceback in the log
         if out_of_memory(error):
             on_gpu = str(outcome.device or "").startswith("cuda")

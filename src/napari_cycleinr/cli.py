@@ -65,6 +65,9 @@ def cmd_upsample(args: argparse.Namespace) -> int:
         raise CycleINRError(f"the output path is the input file {source}; choose another output path")
     if not is_supported(target):
         raise CycleINRError(f"cannot write {target.name}: use .nii, .nii.gz, .tif or .tiff")
+    from napari_cycleinr.io.atomic import check_destination
+
+    check_destination(target, refuse=[source])  # a bad output path fails now, not after the whole run
     device = resolve_device(args.device)
     volume = read_volume(source, axis=args.axis)
     model = load_model(args.model, device) if args.method == "cycleinr" else None
@@ -283,6 +286,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ncycleinr: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Exception as error:
+        from napari_cycleinr._runner import out_of_memory
+
+        if not out_of_memory(error):
+            raise  # a bug in this package: keep the traceback
+        print(
+            "cycleinr: error: not enough memory for this volume and target; "
+            "use --device cpu, a smaller factor, or crop the volume",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def test_cuda_without_a_gpu_is_refused(bad_paths, out_dir, device):
         "upsample", bad_paths["uint8"], "-o", out_dir / "sr.nii.gz", "--factor", "2", "--device", device
     )
     assert_refused(
-        result, r"cuda was asked for but no CUDA GPU is available here; use --device cpu or auto", out_dir
+        result, r"cuda was asked for but no CUDA GPU is available here; choose the cpu or auto device", out_dir
     )
 
 

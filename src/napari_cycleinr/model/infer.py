@@ -75,8 +75,14 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
         return torch.device("cpu")
     if key == "cuda" or key.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise CycleINRError("cuda was asked for but no CUDA GPU is available here; use --device cpu or auto")
-        return torch.device(key)
+            raise CycleINRError("cuda was asked for but no CUDA GPU is available here; choose the cpu or auto device")
+        try:
+            device = torch.device(key)
+        except RuntimeError:
+            raise CycleINRError(f"unknown device {name!r}; choose auto, cpu or cuda") from None
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise CycleINRError(f"{name} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        return device
     raise CycleINRError(f"unknown device {name!r}; choose auto, cpu or cuda")
 
 
