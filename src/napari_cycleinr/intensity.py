@@ -6,6 +6,7 @@ serves every scanner. MRI has no absolute scale: its 0.5 and 99.5 percentiles ma
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +36,13 @@ class IntensityMap:
 
 
 def guess_modality(data: np.ndarray) -> str:
-    """CT if the values look like Hounsfield units (air near -1000), else MR."""
-    return "CT" if float(np.min(data)) <= -500.0 and float(np.max(data)) >= 0.0 else "MR"
+    """'CT' when values reach down to air in Hounsfield units (<= -500) and up to water (>= 0), else 'MR'."""
+    if data.dtype.kind in "ub" or data.size == 0:
+        return "MR"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN volume is simply not CT
+        low, high = np.nanmin(data), np.nanmax(data)
+    return "CT" if low <= -500 and high >= 0 else "MR"
 
 
 def intensity_map(data: np.ndarray, modality: str | None = None) -> IntensityMap:

@@ -21,6 +21,7 @@ import numpy as np
 import tifffile
 
 from tests.conftest import CT_3MM
+from tests.test_io_nifti import patch_header
 
 THICK = (0.8, 0.8, 5.0)
 """Voxel size (x, y, z) in mm of the small volumes built here: thick slices along the file's k axis."""
@@ -53,15 +54,6 @@ def save_nifti(path: Path, array: np.ndarray, zooms: tuple[float, float, float] 
     image = nib.Nifti1Image(array, np.diag([*zooms, 1.0]), dtype=array.dtype)
     image.header.set_xyzt_units("mm")
     nib.save(image, path)
-
-
-def patch_header(path: Path, **fields: object) -> None:
-    """Rewrite header fields of an uncompressed .nii in place, bypassing nibabel's consistency fixes."""
-    header = nib.load(path).header.copy()
-    for key, value in fields.items():
-        header[key] = value
-    with open(path, "r+b") as file:
-        header.write_to(file)
 
 
 def _nifti(array_factory: Callable[[], np.ndarray], zooms: tuple[float, float, float] = THICK):

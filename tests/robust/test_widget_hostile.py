@@ -25,7 +25,14 @@ from napari_cycleinr._widget import RUN_TEXT, SuperResolutionWidget
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.volume import Volume
 from tests.robust.bad_files import BY_KEY, UNREADABLE, ramp
-from tests.test_widget import add_volume, assert_no_traceback_notifications, messages, notes, use_checkpoint
+from tests.test_widget import (
+    add_volume,
+    assert_no_traceback_notifications,
+    messages,
+    notes,
+    use_checkpoint,
+    viewer_and_widget,
+)
 
 __all__ = ["notes"]  # the notifications fixture of tests/test_widget.py
 
@@ -34,17 +41,6 @@ WORKER_THREAD = "cycleinr-super-resolution"
 TIMEOUT_MS = 120_000
 
 pytestmark = pytest.mark.usefixtures("untouched")
-
-
-@pytest.fixture
-def viewer_and_widget(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    widget = SuperResolutionWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="super-resolution")
-    yield viewer, widget
-    if widget.running:
-        widget.cancel()
-        qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
 
 
 def small_ct(viewer, name="ct", shape=(8, 48, 48)):

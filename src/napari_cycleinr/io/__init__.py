@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import warnings
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from napari_cycleinr.errors import CycleINRError
+from napari_cycleinr.intensity import guess_modality
 from napari_cycleinr.volume import Volume
 
 __all__ = ["SUPPORTED_SUFFIXES", "is_supported", "read_volume", "write_volume"]
@@ -172,16 +172,6 @@ def check_fits_in_memory(shape: tuple[int, ...], itemsize: int, path: Path) -> N
         raise unreadable(
             path, f"shape {tuple(shape)} needs {needed / gib:.1f} GiB, only {available / gib:.1f} GiB free"
         )
-
-
-def guess_modality(data: np.ndarray) -> str:
-    """'CT' when values reach down to air in Hounsfield units (<= -500) and up to water (>= 0), else 'MR'."""
-    if data.dtype.kind in "ub" or data.size == 0:
-        return "MR"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN volume is simply not CT
-        low, high = np.nanmin(data), np.nanmax(data)
-    return "CT" if low <= -500 and high >= 0 else "MR"
 
 
 def permutation_matrix(file_axes: tuple[int, ...]) -> np.ndarray:
