@@ -122,6 +122,7 @@ def process_folder(
     axis: str | None = None,
     overwrite: bool = False,
     threads: int = 0,
+    consistency: tuple[str, float] | None = None,
     rank: int | None = None,
     world_size: int | None = None,
     log: Log = print,
@@ -132,13 +133,15 @@ def process_folder(
     file are recorded in the report and the run goes on.
 
     rank and world_size default to torchrun's RANK and WORLD_SIZE (and then the ranks pool their reports at
-    the end); given explicitly, this process just does its share and meets no one.
+    the end); given explicitly, this process just does its share and meets no one. consistency = (slice
+    profile, thickness over spacing) adds the exact data-consistency step to each output.
     """
     import torch
 
     from napari_cycleinr.grid import z_grid
     from napari_cycleinr.io import read_volume, write_volume
     from napari_cycleinr.model.distributed import rank_and_world, shard, threads_per_process
+    from napari_cycleinr.model.consistency import make_consistent
     from napari_cycleinr.model.infer import InferenceOptions, resolve_device, super_resolve
 
     source_dir, target_dir = check_folders(input_dir, output_dir)
@@ -194,6 +197,8 @@ def process_folder(
                 volume, factor=factor, spacing=spacing, method=method, model=network, device=torch_device,
                 modality=modality, keep_dtype=keep_dtype, options=options, cancel=cancel,
             )
+            if consistency is not None:
+                make_consistent(result, volume, *consistency, cancel=cancel)
             write_volume(result, target, refuse=[path])
         except (Cancelled, KeyboardInterrupt):
             raise

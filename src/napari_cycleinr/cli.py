@@ -54,23 +54,38 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def cmd_upsample(args: argparse.Namespace) -> int:
+    if Path(args.input).is_dir():
+        return _upsample_folder(args)
+    return _upsample_file(args, adapt=False)
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    if Path(args.input).is_dir():
+        raise CycleINRError("adapt works on one scan at a time (it learns from that scan); give a file")
+    return _upsample_file(args, adapt=True)
+
+
+def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
+    """upsample and adapt on one file: check paths, read, (fine-tune,) super-resolve, (make consistent,) write."""
     from napari_cycleinr.io import is_supported, read_volume, write_volume
+    from napari_cycleinr.io.atomic import check_destination
     from napari_cycleinr.model.checkpoint import load_model
     from napari_cycleinr.model.infer import resolve_device, super_resolve
 
     source, target = Path(args.input), Path(args.output)
-    if source.is_dir():
-        return _upsample_folder(args)
     if _same_file(source, target):
         raise CycleINRError(f"the output path is the input file {source}; choose another output path")
     if not is_supported(target):
         raise CycleINRError(f"cannot write {target.name}: use .nii, .nii.gz, .tif or .tiff")
-    from napari_cycleinr.io.atomic import check_destination
-
     check_destination(target, refuse=[source])  # a bad output path fails now, not after the whole run
+    saved_model = getattr(args, "save_model", None)
+    if saved_model:
+        check_destination(Path(saved_model), refuse=[source, target])
+    method = getattr(args, "method", "cycleinr")
+    adapt_options = _adapt_options(args) if adapt else None  # bad values fail before any work
     device = resolve_device(args.device)
     volume = read_volume(source, axis=args.axis)
-    model = load_model(args.model, device) if args.method == "cycleinr" else None
+    model = load_model(args.model, device) if method == "cycleinr" else None
     options = None
     if args.threads:
         from dataclasses import replace
@@ -78,18 +93,30 @@ def cmd_upsample(args: argparse.Namespace) -> int:
         from napari_cycleinr.model.infer import InferenceOptions
 
         options = replace(InferenceOptions.for_device(device), threads=args.threads)
+    if adapt:
+        model = _adapt(args, adapt_options, volume, model, device)
+        if saved_model:
+            from napari_cycleinr.model.checkpoint import save_model
+
+            save_model(model, saved_model, getattr(model, "info", {}))
     result = super_resolve(
         volume,
         factor=args.factor,
         spacing=args.spacing,
-        method=args.method,
+        method=method,
         model=model,
         device=device,
         modality=args.modality,
         keep_dtype=not args.float,
         options=options,
-        progress=None if args.quiet else _progress_printer(f"{args.method} on {device}"),
+        progress=None if args.quiet else _progress_printer(f"{method} on {device}"),
     )
+    if args.consistency:
+        from napari_cycleinr.model.consistency import make_consistent
+
+        report = make_consistent(result, volume, args.profile, args.thickness)
+        if not args.quiet:
+            print(report.summary())
     write_volume(result, target, refuse=[source])
     record = result.metadata["super_resolution"]
     if not args.quiet:
@@ -99,6 +126,28 @@ def cmd_upsample(args: argparse.Namespace) -> int:
             f"{record['spacing_out_mm']:.4g} mm, {record['method']} on {record['device']} in {record['seconds']:.1f} s"
         )
     return 0
+
+
+def _adapt_options(args: argparse.Namespace):
+    from napari_cycleinr.model.adapt import AdaptOptions
+
+    return AdaptOptions(
+        minutes=args.minutes, steps=args.steps, profile=args.profile, thickness=args.thickness,
+        seed=args.seed, threads=args.threads,
+    )
+
+
+def _adapt(args: argparse.Namespace, options, volume, model, device):
+    from napari_cycleinr.model.adapt import adapt_model
+
+    label = f"adapting for {args.steps} steps" if args.steps else f"adapting for {args.minutes:g} min"
+    adapted, report = adapt_model(
+        volume, factor=args.factor, spacing=args.spacing, model=model, options=options, device=device,
+        modality=args.modality, progress=None if args.quiet else _progress_printer(label),
+    )
+    if not args.quiet:
+        print(report.summary())
+    return adapted
 
 
 def _upsample_folder(args: argparse.Namespace) -> int:
@@ -118,6 +167,7 @@ def _upsample_folder(args: argparse.Namespace) -> int:
         axis=args.axis,
         overwrite=args.overwrite,
         threads=args.threads,
+        consistency=(args.profile, args.thickness) if args.consistency else None,
         log=(lambda line: None) if args.quiet else (lambda line: print(line, flush=True)),
     )
     if report.rank == 0:  # under torchrun the ranks have pooled their results; one summary is enough
@@ -211,27 +261,56 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _volume_arguments(parser: argparse.ArgumentParser, what: str, or_folder: str) -> None:
+    parser.add_argument("input", help=what)
+    parser.add_argument("-o", "--output", required=True, help=f"output file (.nii, .nii.gz, .tif, .tiff){', ' + or_folder if or_folder else ''}")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--factor", type=float, help="slices per input slice, e.g. 2.5")
+    target.add_argument("--spacing", type=float, help="target slice spacing in mm, e.g. 1")
+    parser.add_argument("--model", help="a .safetensors checkpoint (default: the bundled model)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--float", action="store_true", help="write float32 instead of the input's integer type")
+    parser.add_argument("--axis", choices=["x", "y", "z"], help="the through-plane axis of the file (default: largest spacing)")
+    parser.add_argument("--modality", choices=["CT", "MR", "ct", "mr"], help="default: guessed from the intensities")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the idle cores)")
+    parser.add_argument("-q", "--quiet", action="store_true")
+
+
+def _consistency_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--consistency", action="store_true",
+        help="correct the output so that, degraded back with the slice profile, it reproduces the input exactly",
+    )
+    parser.add_argument(
+        "--profile", default="average", choices=["average", "gaussian", "skip"],
+        help="the scan's slice profile, for --consistency and adapt (default: average, a contiguous slab)",
+    )
+    parser.add_argument(
+        "--thickness", type=float, default=1.0,
+        help="slice thickness over slice spacing (default 1: contiguous slices; 1.5 for 3 mm slices every 2 mm)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cycleinr", description="Arbitrary-scale through-plane super-resolution of CT and MRI (CycleINR).")
     parser.add_argument("--version", action="version", version=f"napari-cycleinr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("upsample", help="super-resolve a volume along z")
-    up.add_argument("input", help="a .nii, .nii.gz, .tif or .tiff volume, or a folder of them")
-    up.add_argument("-o", "--output", required=True, help="output file (.nii, .nii.gz, .tif, .tiff), or folder")
-    target = up.add_mutually_exclusive_group(required=True)
-    target.add_argument("--factor", type=float, help="slices per input slice, e.g. 2.5")
-    target.add_argument("--spacing", type=float, help="target slice spacing in mm, e.g. 1")
-    up.add_argument("--model", help="a .safetensors checkpoint (default: the bundled model)")
+    _volume_arguments(up, "a .nii, .nii.gz, .tif or .tiff volume, or a folder of them", "or folder")
     up.add_argument("--method", default="cycleinr", choices=["cycleinr", "trilinear", "tricubic"])
-    up.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    up.add_argument("--float", action="store_true", help="write float32 instead of the input's integer type")
-    up.add_argument("--axis", choices=["x", "y", "z"], help="the through-plane axis of the file (default: largest spacing)")
-    up.add_argument("--modality", choices=["CT", "MR", "ct", "mr"], help="default: guessed from the intensities")
-    up.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the idle cores)")
     up.add_argument("--overwrite", action="store_true", help="folders: redo outputs that already exist")
-    up.add_argument("-q", "--quiet", action="store_true")
+    _consistency_arguments(up)
     up.set_defaults(run=cmd_upsample)
+
+    ad = sub.add_parser("adapt", help="fine-tune the model on this scan's own in-plane data, then super-resolve z")
+    _volume_arguments(ad, "a .nii, .nii.gz, .tif or .tiff volume", "")
+    ad.add_argument("--minutes", type=float, default=3.0, help="time budget of the fine-tuning (default 3)")
+    ad.add_argument("--steps", type=int, help="a fixed number of fine-tuning steps instead of a time budget")
+    ad.add_argument("--seed", type=int, default=0)
+    ad.add_argument("--save-model", help="also keep the adapted model as a .safetensors checkpoint")
+    _consistency_arguments(ad)
+    ad.set_defaults(run=cmd_adapt)
 
     tr = sub.add_parser("train", help="train a CycleINR model on thin-slice scans")
     tr.add_argument("--data", nargs="+", help="thin-slice training scans (override the config's [data] train)")

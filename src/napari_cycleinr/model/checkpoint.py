@@ -7,6 +7,7 @@ one torch file we read, and only with weights_only=True.
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,19 @@ def save_model(model: CycleINR, path: str | Path, info: dict[str, Any] | None = 
         "info": json.dumps(info or {}),
     }
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    write_atomically(prepare_destination(path), lambda tmp: save_file(state, str(tmp), metadata=header))
+    write_atomically(prepare_destination(path), lambda tmp: _save_readable(state, tmp, header))
     sidecar = {key: json.loads(value) if key in ("model_config", "info") else value for key, value in header.items()}
     text = json.dumps(sidecar, indent=2) + "\n"
     write_atomically(prepare_destination(path.with_suffix(".json")), lambda tmp: tmp.write_text(text))
     return path
+
+
+def _save_readable(state: dict[str, torch.Tensor], tmp: Path, header: dict[str, str]) -> None:
+    """safetensors creates its file 0600; a model is meant to be shared, so give it the usual umask mode."""
+    save_file(state, str(tmp), metadata=header)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
 
 
 def read_header(path: str | Path) -> dict[str, Any]:

@@ -17,3 +17,24 @@ def fit_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def cycle_loss(prediction: torch.Tensor, thick: torch.Tensor, degradation: torch.Tensor) -> torch.Tensor:
     """prediction (..., n_thin) along its last axis, thick (..., n_thick), degradation (n_thick, n_thin)."""
     return (prediction @ degradation.to(prediction.dtype).T - thick).abs().mean()
+
+
+def slice_texture(window: torch.Tensor) -> torch.Tensor:
+    """Texture level of each slice: RMS of the in-plane Laplacian over a (B, h, w, L) window -> (B, L).
+
+    A differentiable stand-in for metrics.slice_noise_levels (which takes a robust MAD inside the body)."""
+    laplacian = (
+        window[:, :-2, 1:-1] + window[:, 2:, 1:-1] + window[:, 1:-1, :-2] + window[:, 1:-1, 2:] - 4 * window[:, 1:-1, 1:-1]
+    )
+    return laplacian.pow(2).mean(dim=(1, 2)).add(1e-10).sqrt()
+
+
+def noise_consistency_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How unevenly the prediction keeps the target's texture from slice to slice; windows (B, h, w, L).
+
+    The ratio of predicted to true texture level should be the same on every slice: a model that is sharp
+    at the acquired positions and smooth between them (the SNLI artefact) pays, while one that is evenly a
+    little smoother than the truth does not, so the loss never asks for invented noise.
+    """
+    ratio = slice_texture(prediction) / slice_texture(target).clamp_min(1e-4)
+    return (ratio - ratio.mean(dim=1, keepdim=True)).abs().mean()

@@ -38,17 +38,18 @@ def _views(volume: TrainingVolume, inplane_fraction: float, rng: np.random.Gener
     use_inplane = volume.inplane_only or rng.random() < inplane_fraction
     if not use_inplane:
         return volume.data
-    return np.swapaxes(volume.data, 0, 1 + int(rng.integers(2)))  # y or x becomes z
+    # y or x becomes z; the real z axis comes first in the plane, so a (short, long) crop fits either view
+    return volume.data.transpose((1, 0, 2) if rng.integers(2) else (2, 0, 1))
 
 
-def _crop(data: np.ndarray, depth: int, size: int, rng: np.random.Generator) -> np.ndarray | None:
+def _crop(data: np.ndarray, depth: int, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray | None:
     z, h, w = data.shape
-    if z < depth or h < size or w < size:
+    if z < depth or h < size[0] or w < size[1]:
         return None
     best = None
     for _ in range(20):
-        z0, y0, x0 = (int(rng.integers(0, n - m + 1)) for n, m in ((z, depth), (h, size), (w, size)))
-        crop = data[z0 : z0 + depth, y0 : y0 + size, x0 : x0 + size]
+        z0, y0, x0 = (int(rng.integers(0, n - m + 1)) for n, m in ((z, depth), (h, size[0]), (w, size[1])))
+        crop = data[z0 : z0 + depth, y0 : y0 + size[0], x0 : x0 + size[1]]
         if float(np.mean(crop > BODY_LEVEL)) >= MIN_BODY_FRACTION:
             return crop
         best = crop
@@ -60,7 +61,7 @@ def _augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         crop = crop[:, ::-1]
     if rng.random() < 0.5:
         crop = crop[:, :, ::-1]
-    if rng.random() < 0.5:
+    if rng.random() < 0.5 and crop.shape[1] == crop.shape[2]:
         crop = np.swapaxes(crop, 1, 2)
     if rng.random() < 0.5:
         crop = crop[::-1]
@@ -72,14 +73,18 @@ def sample_pair(
     rng: np.random.Generator,
     batch: int,
     thick_slices: int,
-    size: int,
+    size: int | tuple[int, int],
     scale_range: tuple[float, float],
     kinds: tuple[str, ...],
     inplane_fraction: float = 0.0,
     ratio: float | None = None,
     kind: str | None = None,
+    thickness: float = 1.0,
 ) -> Pair:
-    """One batch sharing scale and degradation (so shapes agree); volumes too short for it are skipped."""
+    """One batch sharing scale and degradation (so shapes agree); volumes too short for it are skipped.
+
+    size: the in-plane crop, square or (rows, columns); thickness: slice thickness over slice spacing."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
     ratio = float(rng.uniform(*scale_range)) if ratio is None else ratio
     kind = str(rng.choice(kinds)) if kind is None else kind
     depth = math.ceil(thick_slices * ratio - 1e-9)
@@ -92,8 +97,8 @@ def sample_pair(
         if len(crops) == batch:
             break
     if len(crops) < batch:
-        raise ValueError(f"no training volume holds a {depth}x{size}x{size} crop")
+        raise ValueError(f"no training volume holds a {depth}x{size[0]}x{size[1]} crop")
     thin = torch.from_numpy(np.stack(crops))
-    matrix = degradation_matrix(depth, ratio, kind, n_thick=thick_slices).float()
+    matrix = degradation_matrix(depth, ratio, kind, thickness=thickness * ratio, n_thick=thick_slices).float()
     thick = torch.einsum("oi,bihw->bohw", matrix, thin)
     return Pair(thick=thick, thin=thin, degradation=matrix, ratio=ratio, kind=kind)

@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +31,7 @@ from napari_cycleinr.model.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.model.cycleinr import CycleINR
 from napari_cycleinr.model import distributed
 from napari_cycleinr.model.infer import resolve_device
-from napari_cycleinr.model.losses import cycle_loss, fit_loss
+from napari_cycleinr.model.losses import cycle_loss, fit_loss, noise_consistency_loss
 from napari_cycleinr.model.pairs import Pair, TrainingVolume, sample_pair
 from napari_cycleinr.model.train_config import TrainConfig
 
@@ -143,8 +144,8 @@ def training_step(
     predictor: torch.nn.Module | None = None,
 ):
     """One loss; `predictor` (the DDP-wrapped PairPredictor) replaces the plain model under torchrun."""
-    pixels = pair.thin.shape[2] * pair.thin.shape[3]
-    columns = torch.from_numpy(rng.choice(pixels, size=min(pixels, config.query_pixels), replace=False)).to(device)
+    columns, window = query_columns(pair.thin.shape[2], pair.thin.shape[3], config, rng)
+    columns = columns.to(device)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and config.amp):
         if predictor is None:
             prediction = predict_pair(model, pair, device, columns).float()  # (B, cols, L)
@@ -155,7 +156,25 @@ def training_step(
     thick = pair.thick.to(device).flatten(2)[:, :, columns].transpose(1, 2)  # (B, cols, n_thick)
     fit = fit_loss(prediction, target)
     cycle = cycle_loss(prediction, thick, pair.degradation.to(device))
-    return fit + config.cycle_weight * cycle, fit, cycle
+    loss = fit + config.cycle_weight * cycle
+    if config.noise_weight > 0 and window is not None:
+        as_window = lambda t: t.reshape(t.shape[0], *window, t.shape[-1])  # noqa: E731
+        loss = loss + config.noise_weight * noise_consistency_loss(as_window(prediction), as_window(target))
+    return loss, fit, cycle
+
+
+def query_columns(
+    height: int, width: int, config: TrainConfig, rng: np.random.Generator
+) -> tuple[torch.Tensor, tuple[int, int] | None]:
+    """Flat indices of the pixels decoded in a step: a random sample, or, when the noise-consistency loss is
+    on, a random square window of about query_pixels (returned with its (h, w) so it can be reshaped)."""
+    pixels = height * width
+    if config.noise_weight <= 0:
+        return torch.from_numpy(rng.choice(pixels, size=min(pixels, config.query_pixels), replace=False)), None
+    side = max(3, min(height, width, int(math.isqrt(config.query_pixels))))
+    y0, x0 = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+    rows = torch.arange(y0, y0 + side)[:, None] * width
+    return (rows + torch.arange(x0, x0 + side)[None, :]).flatten(), (side, side)
 
 
 def _progress_line(step: int, total: int, loss: float, fit: float, cycle: float, rate: float, eta: float) -> str:
@@ -211,7 +230,11 @@ def _train(
     torch.manual_seed(config.seed)
     train_volumes, validation_volume = split_validation(config)
     validation = validation_pairs(validation_volume, config) if main else []
-    model = CycleINR(config.model).to(torch_device)
+    if config.init:  # fine-tuning: the checkpoint's architecture is the one trained
+        model = load_model(config.init, torch_device).train()
+        config = replace(config, model=model.config)
+    else:
+        model = CycleINR(config.model).to(torch_device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     start, best, history = 0, -math.inf, []
     state_path = out / "state.pt"

@@ -27,6 +27,11 @@ class TrainConfig:
     degradations: tuple[str, ...] = KINDS
     cycle_weight: float = 0.3
     """lambda of the cycle-consistent loss; 0 switches it off (the ablation)."""
+    noise_weight: float = 0.0
+    """Weight of the noise-level consistency loss (losses.noise_consistency_loss); above 0 the decoded pixels
+    are a contiguous window of the crop instead of a random sample, so an in-plane Laplacian exists."""
+    init: str | None = None
+    """A checkpoint to start from (fine-tuning); its architecture replaces [model]."""
     learning_rate: float = 1e-3
     warmup_steps: int = 50
     inplane_fraction: float = 0.0
@@ -56,8 +61,10 @@ class TrainConfig:
         unknown = set(self.degradations) - set(KINDS)
         if unknown or not self.degradations:
             raise CycleINRError(f"train config: degradations must be a non-empty subset of {', '.join(KINDS)}")
-        if self.cycle_weight < 0 or not 0.0 <= self.inplane_fraction <= 1.0:
-            raise CycleINRError("train config: cycle_weight >= 0 and 0 <= inplane_fraction <= 1 are required")
+        if self.cycle_weight < 0 or self.noise_weight < 0 or not 0.0 <= self.inplane_fraction <= 1.0:
+            raise CycleINRError(
+                "train config: cycle_weight >= 0, noise_weight >= 0 and 0 <= inplane_fraction <= 1 are required"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -87,6 +94,8 @@ def load_train_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
             values["validation_data"] = resolve(data["validation"])
         if "inplane" in data:
             values["inplane_data"] = tuple(resolve(p) for p in data["inplane"])
+        if values.get("init"):
+            values["init"] = resolve(values["init"])
     known = {f.name for f in fields(TrainConfig)}
     unknown = set(values) - known
     if unknown:
