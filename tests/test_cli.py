@@ -64,6 +64,9 @@ def test_spacing_tiff_output_and_baselines(tmp_path, tiny_checkpoint):
         (["upsample", "{tmp}/flat.nii.gz", "-o", "{out}", "--factor", "2"], "flat.nii.gz"),
         (["upsample", "{tmp}/nan.nii.gz", "-o", "{out}", "--factor", "2"], "NaN"),
         (["evaluate", CT_3MM, "--factor", "2", "--degradation", "median"], "unknown degradation"),
+        (["adapt", CT_3MM, "-o", "{out}", "--factor", "2", "--minutes", "0"], "minutes"),
+        (["adapt", CT_3MM, "-o", "{out}", "--factor", "2", "--thickness", "9"], "thickness"),
+        (["adapt", "{tmp}", "-o", "{out}", "--factor", "2"], "one scan at a time"),
     ],
 )
 def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
@@ -83,6 +86,39 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, args, mess
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert message in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_adapt_fine_tunes_then_writes_a_consistent_output_and_the_model(tmp_path, tiny_checkpoint):
+    from napari_cycleinr.io import read_volume
+    from napari_cycleinr.model.checkpoint import load_model
+    from napari_cycleinr.model.consistency import consistency_residual
+
+    out, kept = tmp_path / "sr.nii.gz", tmp_path / "adapted.safetensors"
+    result = cycleinr(
+        "adapt", CT_3MM, "-o", out, "--factor", "2", "--steps", "3", "--consistency", "--model", tiny_checkpoint,
+        "--save-model", kept, "--device", "cpu",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "adapted for 3 steps" in result.stdout and "data consistency (average profile)" in result.stdout
+    source, written = read_volume(CT_3MM), read_volume(out)
+    assert written.shape == (60, *source.shape[1:])
+    assert consistency_residual(written.data, source.data).max <= 0.5 + 1e-6
+    assert load_model(kept).info["adaptation"]["steps"] == 3
+    assert oct(kept.stat().st_mode & 0o777) != oct(0o600)  # a model to share, not a private file
+
+
+def test_upsample_consistency_lowers_the_residual(tmp_path, tiny_checkpoint):
+    from napari_cycleinr.io import read_volume
+    from napari_cycleinr.model.consistency import consistency_residual
+
+    plain, exact = tmp_path / "plain.nii.gz", tmp_path / "exact.nii.gz"
+    for path, extra in ((plain, []), (exact, ["--consistency", "--profile", "gaussian"])):
+        result = cycleinr("upsample", CT_3MM, "-o", path, "--factor", "3", "--model", tiny_checkpoint, "-q", *extra)
+        assert result.returncode == 0, result.stderr
+    source = read_volume(CT_3MM).data
+    before = consistency_residual(read_volume(plain).data, source, "gaussian")
+    after = consistency_residual(read_volume(exact).data, source, "gaussian")
+    assert after.max <= 0.5 + 1e-6 < before.max
 
 
 def test_evaluate_prints_a_table_and_writes_json_and_plot(tmp_path, tiny_checkpoint):

@@ -69,3 +69,28 @@ def test_config_file_is_validated(tmp_path):
         load_train_config(path)
     with pytest.raises(CycleINRError, match="resume"):
         train(TrainConfig(train_data=(str(CT_3MM),)), tmp_path / "empty", resume=True, device="cpu")
+
+
+def test_noise_consistency_loss_sees_uneven_smoothing_only():
+    from napari_cycleinr.model.losses import noise_consistency_loss
+
+    torch.manual_seed(0)
+    target = torch.rand(2, 16, 16, 6)
+    assert float(noise_consistency_loss(0.5 * target + 0.2, target)) < 1e-6  # evenly less texture: no cost
+    uneven = target.clone()
+    blurred = (target[:, :-2] + target[:, 1:-1] + target[:, 2:]) / 3
+    uneven[:, 1:-1, :, 1::2] = blurred[..., 1::2]  # every other slice smoothed: the SNLI artefact
+    assert float(noise_consistency_loss(uneven, target)) > 0.1
+
+
+def test_fine_tuning_starts_from_a_checkpoint_with_the_noise_loss(tmp_path, tiny_checkpoint):
+    config = TrainConfig(
+        steps=4, init=str(tiny_checkpoint), noise_weight=0.1, train_data=(str(CT_HEAD),),
+        **{**FAST, "validation_every": 4, "checkpoint_every": 4},
+    )
+    train(config, tmp_path / "ft", device="cpu", log=lambda s: None)
+    start, tuned = load_model(tiny_checkpoint), load_model(tmp_path / "ft" / "last.safetensors")
+    assert tuned.config == start.config  # the checkpoint's architecture, not the config's default [model]
+    assert any(not torch.equal(a, b) for a, b in zip(start.state_dict().values(), tuned.state_dict().values()))
+    saved = json.loads((tmp_path / "ft" / "train_config.json").read_text())
+    assert saved["init"] == str(tiny_checkpoint) and saved["model"]["channels"] == start.config.channels

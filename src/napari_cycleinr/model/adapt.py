@@ -181,7 +181,7 @@ def adapt_model(
             optimizer.step()
             step += 1
             if step % 10 == 0:
-                report.history.append({"step": step, "loss": float(loss), "fit": float(fit), "cycle": float(cycle)})
+                report.history.append({"step": step, "loss": loss.item(), "fit": fit.item(), "cycle": cycle.item()})
             if progress is not None:
                 if options.steps:
                     progress(step, options.steps)

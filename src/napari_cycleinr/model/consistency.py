@@ -25,7 +25,7 @@ from napari_cycleinr.model.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.model.degrade import KINDS, degradation_matrix
 from napari_cycleinr.volume import Volume
 
-RIDGE = 1e-6
+RIDGE = 1e-9
 """Tikhonov term relative to the largest eigenvalue of W W^T: keeps wide overlapping profiles solvable."""
 
 

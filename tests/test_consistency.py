@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_cycleinr.errors import CycleINRError
+from napari_cycleinr.io import read_volume
+from napari_cycleinr.model.consistency import (
+    consistency_residual,
+    enforce_consistency,
+    make_consistent,
+    output_degradation,
+)
+from napari_cycleinr.model.degrade import KINDS
+from napari_cycleinr.model.infer import super_resolve
+from tests.conftest import CT_HEAD
+
+
+def _thin_and_thick(profile: str, factor: int = 4):
+    thin = read_volume(CT_HEAD, axis="z").data[:80, 16:48, 16:48].astype(np.float64)
+    w = output_degradation(thin.shape[0] // factor, thin.shape[0], profile).numpy()
+    return thin, np.einsum("io,ohw->ihw", w, thin)
+
+
+@pytest.mark.parametrize("profile", KINDS)
+def test_projection_reproduces_the_input_and_never_moves_away_from_the_truth(profile):
+    thin, thick = _thin_and_thick(profile)
+    rng = np.random.default_rng(0)
+    guess = thin + rng.normal(0, 30, thin.shape)  # a wrong super-resolution, 30 HU off everywhere
+    error_before = np.sqrt(np.mean((guess - thin) ** 2))
+    report = enforce_consistency(guess, thick, profile)
+    assert report.before.rms > 5 and report.after.rms < 1e-6
+    assert consistency_residual(guess, thick, profile).rms < 1e-6
+    assert np.sqrt(np.mean((guess - thin) ** 2)) < error_before  # the truth lies in the constraint set
+
+
+def test_integer_outputs_are_rounded_with_a_residual_below_the_rounding_step(tiny_model):
+    volume = read_volume(CT_HEAD)
+    volume = volume.replace(data=volume.data[::4][:20, :40, :40].copy())
+    result = super_resolve(volume, factor=3, model=tiny_model, device="cpu")
+    before = consistency_residual(result.data, volume.data)
+    report = make_consistent(result, volume)
+    assert result.data.dtype == volume.data.dtype
+    assert report.before.rms == pytest.approx(before.rms)
+    assert report.after.max <= 0.5 + 1e-6 and report.after.rms < report.before.rms
+    assert result.metadata["super_resolution"]["data_consistency"]["residual_after"]["max"] <= 0.5
+
+
+def test_thicker_slices_overlap_and_stay_solvable():
+    w = output_degradation(10, 40, "gaussian", thickness=2.0)
+    assert torch.allclose(w.sum(dim=1), torch.ones(10, dtype=w.dtype))
+    thin, _ = _thin_and_thick("average")
+    n = thin.shape[0]
+    thick = np.einsum("io,ohw->ihw", output_degradation(n // 4, n, "gaussian", 2.0).numpy(), thin)
+    out = np.zeros_like(thin)
+    assert enforce_consistency(out, thick, "gaussian", 2.0).after.rms < 1e-3
+
+
+@pytest.mark.parametrize(
+    "shape, profile, thickness, message",
+    [((10, 8, 8), "average", 1.0, "not a z-super-resolution"), ((40, 8, 8), "box", 1.0, "unknown slice profile"),
+     ((40, 8, 8), "average", 0.0, "thickness")],
+)
+def test_bad_requests_are_explained(shape, profile, thickness, message):
+    with pytest.raises(CycleINRError, match=message):
+        enforce_consistency(np.zeros(shape), np.zeros((10, 8, 8)), profile, thickness)
