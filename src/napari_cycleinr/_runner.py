@@ -30,6 +30,14 @@ TARGET_KINDS = ("spacing", "factor")
 METHODS = ("cycleinr", "trilinear", "tricubic")
 DEVICES = ("auto", "cpu", "cuda")
 STEPS_PER_TARGET = 1000
+ADAPT_STEPS = 1000
+"""Progress units of the adaptation phase, when a job adapts the model to the scan before the targets."""
+PROFILES = ("average", "gaussian", "skip")
+"""Slice profiles (napari_cycleinr.model.degrade.KINDS, repeated here so that the widget needs no torch)."""
+ADAPT_NEEDS_CYCLEINR = (
+    "adaptation needs the cycleinr method: {method} is an interpolation with nothing to fine-tune; "
+    "choose the method cycleinr, or untick adapt to this scan"
+)
 CPU_FALLBACK_NOTICE = "no CUDA GPU found: running on the CPU (slower)"
 GPU_MEMORY_FALLBACK_NOTICE = "the GPU ran out of memory: this run went on on the CPU (slower)"
 GPU_OUT_OF_MEMORY = (
@@ -104,6 +112,26 @@ class Job:
     reference: Volume | None = None
     reference_name: str = "reference"
     consistency: bool = False
+    """Add a consistency layer: the input minus the output averaged back (a residual to look at)."""
+    adapt_minutes: float | None = None
+    """Fine-tune the model on this scan's in-plane data for this many minutes first (None: no adaptation)."""
+    adapt_steps: int | None = None
+    """Fine-tune for a fixed number of steps instead (reproducible, and fast in tests); wins over minutes."""
+    exact_consistency: bool = False
+    """Correct each output so that, degraded back onto the acquired slices, it reproduces the input."""
+    profile: str = "average"
+    """Slice profile of the scan (average, gaussian, skip): used by adaptation and exact consistency."""
+    thickness: float = 1.0
+    """Slice thickness over slice spacing of the scan (1: contiguous slices)."""
+
+    @property
+    def adapting(self) -> bool:
+        return self.adapt_minutes is not None or self.adapt_steps is not None
+
+
+def job_total(job: Job) -> int:
+    """Progress units of the whole job: one phase per target, plus one for the adaptation if asked."""
+    return STEPS_PER_TARGET * len(job.targets) + (ADAPT_STEPS if job.adapting else 0)
 
 
 @dataclass(frozen=True)
@@ -170,7 +198,9 @@ def _execute(
 
     if job.method not in METHODS:
         raise CycleINRError(f"unknown method {job.method!r}; choose one of {', '.join(METHODS)}")
-    total = STEPS_PER_TARGET * len(job.targets)
+    adapt_options = _check_scan_options(job)  # bad values fail before any work
+    total = job_total(job)
+    first = ADAPT_STEPS if job.adapting else 0  # progress units before the first target
     device = resolve_device(job.device)
     outcome.device = str(device)
     if job.device == "auto" and device.type == "cpu":
@@ -183,11 +213,16 @@ def _execute(
         report(Update(0, total, "loading the model", device=str(device)))
         model = load_model(job.checkpoint or None, device)
     check()
+    adaptation = None
+    if adapt_options is not None:
+        model, adaptation, device = _adapt(job, adapt_options, model, device, report, cancelled, outcome)
+        outcome.notices.append(adaptation.summary())
+        check()
     source = job.volume.metadata.get("source_path")
     protect_input = (str(source),) if source else ()
     matched_reference = False
     for index, target in enumerate(job.targets):
-        base = index * STEPS_PER_TARGET
+        base = first + index * STEPS_PER_TARGET
 
         def progress(done: int, blocks: int, base: int = base, target: Target = target) -> None:
             step = base + (STEPS_PER_TARGET * done) // max(blocks, 1)
@@ -213,6 +248,13 @@ def _execute(
             report(Update(base, total, status, device="cpu"))
             result = super_resolve(job.volume, model=model, device=device, **kwargs)
         check()
+        if job.exact_consistency:
+            from napari_cycleinr.model.consistency import make_consistent
+
+            report(Update(base + STEPS_PER_TARGET, total, f"{target.suffix}: exact data consistency"))
+            corrected = make_consistent(result, job.volume, job.profile, job.thickness, cancel=cancelled)
+            outcome.notices.append(f"{target.suffix}: {corrected.summary()}")
+            check()
         sr_name = f"{job.input_name}_{target.suffix}"
         record = dict(result.metadata.get("super_resolution") or {})
         record.update(
@@ -229,6 +271,13 @@ def _execute(
         )
         if job.method == "cycleinr" and model is not None:
             record["model_info"] = dict(getattr(model, "info", {}) or {})
+        if adaptation is not None:
+            record["adaptation"] = {
+                **adaptation.as_dict(),
+                "budget": {"steps": job.adapt_steps} if job.adapt_steps else {"minutes": job.adapt_minutes},
+                "profile": job.profile,
+                "thickness_over_spacing": job.thickness,
+            }
         metadata = {**result.metadata, "super_resolution": record}
         if "nifti_header" in metadata:
             description = f"napari-cycleinr {__version__} {target.suffix} {job.method}"
@@ -251,6 +300,89 @@ def _execute(
     if job.reference is not None and not matched_reference:
         outcome.notices.append(_reference_mismatch(job))
     report(Update(total, total, "done"))
+
+
+def _check_scan_options(job: Job) -> Any:
+    """The AdaptOptions of the job (None when it does not adapt), after checking the method, slice profile
+    and thickness that adaptation and exact data consistency use."""
+    if job.adapting and job.method != "cycleinr":
+        raise CycleINRError(ADAPT_NEEDS_CYCLEINR.format(method=job.method))
+    if not (job.adapting or job.exact_consistency):
+        return None
+    if job.profile not in PROFILES:
+        raise CycleINRError(f"unknown slice profile {job.profile!r}; choose one of {', '.join(PROFILES)}")
+    if not (math.isfinite(job.thickness) and 0 < job.thickness <= 4):
+        raise CycleINRError(
+            f"slice thickness must be above 0 and at most 4 times the spacing, got {job.thickness:g}"
+        )
+    if not job.adapting:
+        return None
+    from napari_cycleinr.model.adapt import AdaptOptions
+
+    if job.adapt_steps is None and job.adapt_minutes is not None and not math.isfinite(job.adapt_minutes):
+        raise CycleINRError(f"adaptation minutes must be a finite number, got {job.adapt_minutes}")
+    return AdaptOptions(
+        minutes=job.adapt_minutes if job.adapt_minutes is not None else 3.0,
+        steps=job.adapt_steps,
+        profile=job.profile,
+        thickness=job.thickness,
+    )
+
+
+def _adapt(
+    job: Job,
+    options: Any,
+    model: Any,
+    device: Any,
+    report: Callable[[Update], Any],
+    cancelled: Callable[[], bool],
+    outcome: Outcome,
+) -> tuple[Any, Any, Any]:
+    """Fine-tune the model on the scan: (adapted model, AdaptReport, device it ended on).
+
+    One adaptation serves every target of the job, learnt at the largest target factor: the pairs already
+    spread +-15 % around it, the largest factor is the hardest gap to fill (so where adapting helps most), and
+    a model that has learnt to bridge it still interpolates the smaller gaps. Adapting once per target would
+    multiply the wait by the number of targets.
+    """
+    from napari_cycleinr.model.adapt import adapt_model
+
+    largest = max(job.targets, key=lambda t: t.n_out)
+    total = job_total(job)
+    timed = options.steps is None
+
+    def progress(done: int, of: int) -> None:  # seconds of the budget, or steps
+        if done >= of:
+            status = "adapting to this scan: checking it on held-out in-plane pairs"
+        elif timed:
+            status = f"adapting to this scan: {done} s of {of}"
+        else:
+            status = f"adapting to this scan: step {done} of {of}"
+        report(Update(min(ADAPT_STEPS * done // max(of, 1), ADAPT_STEPS), total, status))
+
+    budget = f"{options.steps} steps" if not timed else f"{options.minutes:g} min"
+    report(Update(0, total, f"adapting to this scan ({budget}, at {largest.suffix}): preparing"))
+    kwargs = dict(options=options, progress=progress, cancel=cancelled, **largest.super_resolve_kwargs())
+    try:
+        adapted, adaptation = adapt_model(job.volume, model=model, device=device, **kwargs)
+    except Exception as error:
+        if not (out_of_memory(error) and device.type == "cuda" and job.device == "auto"):
+            raise
+        adapted = None  # retried on the CPU below, once the exception and its GPU tensors are gone
+    if adapted is None:
+        import torch
+
+        torch.cuda.empty_cache()
+        device = torch.device("cpu")
+        outcome.device = str(device)
+        outcome.notices.append(GPU_MEMORY_FALLBACK_NOTICE)
+        model = model.to(device)
+        report(
+            Update(0, total, "adapting to this scan: GPU out of memory, going on on the CPU", device="cpu")
+        )
+        adapted, adaptation = adapt_model(job.volume, model=model, device=device, **kwargs)
+    report(Update(ADAPT_STEPS, total, adaptation.summary()))
+    return adapted, adaptation, device
 
 
 def out_of_memory(error: BaseException) -> bool:

@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+)
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 
@@ -29,11 +39,13 @@ from napari_cycleinr._runner import (
     DEVICES,
     GPU_MEMORY_FALLBACK_NOTICE,
     METHODS,
+    PROFILES,
     STEPS_PER_TARGET,
     Job,
     Outcome,
     Output,
     Update,
+    job_total,
     plan_targets,
     run_in_thread,
 )
@@ -50,6 +62,8 @@ RUN_TEXT, CANCEL_TEXT = "Run", "Cancel"
 SHOW_3D_TEXT, SHOW_2D_TEXT = "Show in 3D", "Back to 2D"
 VIEW_3D_ANGLES = (-70.0, 20.0, -10.0)
 """An oblique view from above (z, y, x data): slices, surfaces and vessels all show their depth."""
+ADAPT_MINUTES = (3.0, 0.5, 60.0)
+"""Default, minimum and maximum of the adaptation time budget (minutes)."""
 
 
 class SuperResolutionWidget(Container):
@@ -100,6 +114,38 @@ class SuperResolutionWidget(Container):
             tooltip="input minus the output averaged back onto the input slices: where the output disagrees "
             "with what was measured (needs no reference)",
         )
+        self._adapt = CheckBox(
+            text="adapt to this scan",
+            value=False,
+            tooltip="fine-tunes the model on this scan's own in-plane data (x and y are sharp; degraded like "
+            "the slices, they teach the model this scan's texture) for a few minutes before super-resolving. "
+            "Runs on this machine: the scan never leaves it. The adapted weights are kept only if they do "
+            "better on held-out in-plane pairs",
+        )
+        default, low, high = ADAPT_MINUTES
+        self._adapt_minutes = FloatSpinBox(
+            label="adapt minutes",
+            value=default,
+            min=low,
+            max=high,
+            step=0.5,
+            visible=False,
+            tooltip="time budget of the adaptation on this machine (then the super-resolution runs as usual)",
+        )
+        self._exact = CheckBox(
+            text="exact data consistency",
+            value=False,
+            tooltip="corrects the output so that, averaged back onto the acquired slices, it reproduces them "
+            "exactly (up to integer rounding); the smallest change that does so, in seconds",
+        )
+        self._profile = ComboBox(
+            label="slice profile",
+            choices=PROFILES,
+            value="average",
+            visible=False,
+            tooltip="how the scanner made a slice from the tissue: average (contiguous slab, most CT and 2D "
+            "MRI), gaussian (a smooth slice profile), skip (thin slices with gaps between them)",
+        )
         self._run = PushButton(text=RUN_TEXT)
         self._progress = ProgressBar(label="progress", min=0, max=STEPS_PER_TARGET, value=0)
         self._status = Label(label="status", value="")
@@ -120,6 +166,10 @@ class SuperResolutionWidget(Container):
                 self._device_used,
                 self._reference,
                 self._consistency,
+                self._adapt,
+                self._adapt_minutes,
+                self._exact,
+                self._profile,
                 self._run,
                 self._progress,
                 self._status,
@@ -133,6 +183,8 @@ class SuperResolutionWidget(Container):
             widget.changed.connect(self._update_grid)
         self._method.changed.connect(self._on_method)
         self._model.changed.connect(self._on_model)
+        for widget in (self._adapt, self._exact):
+            widget.changed.connect(self._update_scan_options)
         self._run.changed.connect(self._on_run_clicked)
         self._show_3d.changed.connect(self._toggle_3d)
         layers = viewer.layers
@@ -175,6 +227,19 @@ class SuperResolutionWidget(Container):
     def _on_method(self, method: str) -> None:
         self._model.enabled = method == "cycleinr"
         self._checkpoint.enabled = method == "cycleinr"
+        self._update_scan_options()
+
+    @property
+    def adapting(self) -> bool:
+        """Whether Run will adapt the model: the box is ticked and the method is the model (interpolation has
+        nothing to adapt, so a tick left from cycleinr is ignored while trilinear or tricubic is chosen)."""
+        return bool(self._adapt.value) and self._method.value == "cycleinr"
+
+    def _update_scan_options(self, _value: Any = None) -> None:
+        """Adapt only for cycleinr; its minutes only when ticked; the slice profile when either option is."""
+        self._adapt.visible = self._method.value == "cycleinr"
+        self._adapt_minutes.visible = self.adapting
+        self._profile.visible = self.adapting or bool(self._exact.value)
 
     def _on_model(self, choice: str) -> None:
         self._checkpoint.visible = choice == MODEL_FILE
@@ -248,6 +313,9 @@ class SuperResolutionWidget(Container):
             reference=reference,
             reference_name=reference_layer.name if reference_layer is not None else "reference",
             consistency=bool(self._consistency.value),
+            adapt_minutes=float(self._adapt_minutes.value) if self.adapting else None,
+            exact_consistency=bool(self._exact.value),
+            profile=self._profile.value,
         )
 
     def start(self) -> None:
@@ -270,7 +338,7 @@ class SuperResolutionWidget(Container):
         worker.errored.connect(self._on_crash)
         worker.finished.connect(self._on_finished)
         self._worker = worker
-        self._progress.max = STEPS_PER_TARGET * len(job.targets)
+        self._progress.max = job_total(job)
         self._progress.value = 0
         self._run.text = CANCEL_TEXT
         self._status.value = "starting"
