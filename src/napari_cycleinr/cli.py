@@ -218,7 +218,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for reference in args.references:
         volume = read_volume(reference, axis=args.axis)
         for factor in _parse_factors(args.factor):
-            results.append(evaluate_volume(volume, factor, args.degradation, models, methods, args.modality, device))
+            results.append(
+                evaluate_volume(
+                    volume, factor, args.degradation, models, methods, args.modality, device,
+                    consistency=args.consistency,
+                )
+            )
     print(format_table(results))
     if args.json:
         from napari_cycleinr.io.atomic import prepare_destination, write_atomically
@@ -333,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="write all results as JSON")
     ev.add_argument("--plot", help="write the per-sample SNLI scatterplot (PNG)")
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--consistency", action="store_true", help="also score each model after the exact data-consistency step (METHOD+dc)")
     ev.add_argument("--axis", choices=["x", "y", "z"])
     ev.add_argument("--modality", choices=["CT", "MR", "ct", "mr"])
     ev.set_defaults(run=cmd_evaluate)

@@ -91,27 +91,39 @@ def enforce_consistency(
     if output.shape[1:] != acquired.shape[1:] or n_out <= n_in:
         raise CycleINRError(f"output {output.shape} is not a z-super-resolution of input {acquired.shape}")
     w = output_degradation(n_in, n_out, profile, thickness)
+    before, after = project(output, acquired, w, tile, cancel, progress)
+    return ConsistencyReport(profile, float(thickness), before, after)
+
+
+def project(
+    output: np.ndarray,
+    acquired: np.ndarray,
+    w: torch.Tensor,
+    tile: int = 64,
+    cancel: CancelCheck | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Residual, Residual]:
+    """The projection for any degradation matrix w (n_in, n_out), tile by tile; residuals before and after."""
+    w = w.to(torch.float64)
     gram = w @ w.T
-    gram += RIDGE * float(torch.linalg.eigvalsh(gram).max()) * torch.eye(n_in, dtype=gram.dtype)
-    solve = torch.linalg.cholesky(gram)
+    gram += RIDGE * float(torch.linalg.eigvalsh(gram).max()) * torch.eye(w.shape[0], dtype=gram.dtype)
+    factor = torch.linalg.cholesky(gram)
     before, after = _Accumulator(), _Accumulator()
     rows = range(0, output.shape[1], tile)
     for done, y0 in enumerate(rows, start=1):
         raise_if_cancelled(cancel)
         block = slice(y0, min(y0 + tile, output.shape[1]))
-        x = torch.from_numpy(np.asarray(output[:, block], dtype=np.float64))
-        y = torch.from_numpy(np.asarray(acquired[:, block], dtype=np.float64))
-        residual = y - torch.einsum("io,ohw->ihw", w, x)
+        x = _column_block(output, block)
+        y = _column_block(acquired, block)
+        residual = y - _degrade(w, x)
         before.add(residual)
-        flat = residual.reshape(n_in, -1)
-        correction = torch.cholesky_solve(flat, solve).reshape(residual.shape)
-        corrected = x + torch.einsum("io,ihw->ohw", w, correction)
-        final = cast_like(corrected.numpy(), output.dtype)
+        correction = torch.cholesky_solve(residual.reshape(w.shape[0], -1), factor).reshape(residual.shape)
+        final = cast_like((x + torch.einsum("io,ihw->ohw", w, correction)).numpy(), output.dtype)
         output[:, block] = final
-        after.add(y - torch.einsum("io,ohw->ihw", w, torch.from_numpy(np.asarray(final, dtype=np.float64))))
+        after.add(y - _degrade(w, _column_block(final, slice(None))))
         if progress is not None:
             progress(done, len(rows))
-    return ConsistencyReport(profile, float(thickness), before.result(), after.result())
+    return before.result(), after.result()
 
 
 def consistency_residual(
@@ -122,10 +134,16 @@ def consistency_residual(
     total = _Accumulator()
     for y0 in range(0, output.shape[1], tile):
         block = slice(y0, y0 + tile)
-        x = torch.from_numpy(np.asarray(output[:, block], dtype=np.float64))
-        y = torch.from_numpy(np.asarray(acquired[:, block], dtype=np.float64))
-        total.add(y - torch.einsum("io,ohw->ihw", w, x))
+        total.add(_column_block(acquired, block) - _degrade(w, _column_block(output, block)))
     return total.result()
+
+
+def _column_block(volume: np.ndarray, rows: slice) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(volume[:, rows], dtype=np.float64))
+
+
+def _degrade(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("io,ohw->ihw", w, x)
 
 
 class _Accumulator:
