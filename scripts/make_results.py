@@ -3,7 +3,8 @@
     python scripts/make_results.py [--size 256] [--slabs 2]
 
 Needs ../shared/data (the held-back validation scan LIDC-IDRI-0002 and the real 5 mm scan), the bundled
-model, and the ablation study: three runs of 500 steps, identical but for the switch under test,
+model, its stage 1 (`runs/default`, the model before the noise-level consistency loss), and the ablation
+study: three runs of 500 steps, identical but for the switch under test,
 
     cycleinr train --config configs/default.toml --out runs/ablation500_full --steps 500
     cycleinr train --config configs/ablation_grid.toml --out runs/ablation500_grid --steps 500
@@ -36,8 +37,11 @@ VARIANTS = {
     "grid_sampling_500": "runs/ablation500_grid/best.safetensors",
     "no_cycle_loss_500": "runs/ablation500_no_cycle/best.safetensors",
     "full_500": "runs/ablation500_full/best.safetensors",
+    "no_noise_loss": "runs/default/best.safetensors",
 }
 METHODS = ["trilinear", "tricubic", *VARIANTS, "cycleinr"]
+TABLE_ROWS = [*METHODS, "cycleinr+dc"]
+"""evaluate --consistency adds a +dc row for every model; the tables show the bundled model's."""
 HU_ERROR = 200
 
 
@@ -63,7 +67,7 @@ def make_crops(size: int, slabs: int) -> list[Path]:
 
 def run_evaluate(crops: list[Path], degradation: str) -> tuple[list[str], list[dict]]:
     command = ["cycleinr", "evaluate", *map(str, crops), "--factor", FACTORS, "--degradation", degradation,
-               "--methods", ",".join(METHODS), "--device", "cpu",
+               "--methods", ",".join(METHODS), "--device", "cpu", "--consistency",
                "--json", str(OUT / f"{degradation}.json"), "--plot", str(OUT / f"snli_{degradation}.png")]
     command += [f"--variant={name}={path}" for name, path in VARIANTS.items()]
     print("$", shlex.join(command), flush=True)
@@ -77,7 +81,7 @@ def summary_table(results: list[dict]) -> str:
         subset = [r for r in results if r["factor"] == factor]
         reference = np.mean([r["reference_snli"] for r in subset])
         rows.append(f"| {factor:g} | thin reference | | | {reference:.3f} |")
-        for method in METHODS:
+        for method in TABLE_ROWS:
             values = [r["methods"][method] for r in subset]
             psnr, ssim, snli = (np.mean([v[k] for v in values]) for k in ("psnr", "ssim", "snli"))
             rows.append(f"| {factor:g} | {method} | {psnr:.2f} | {ssim:.4f} | {snli:.3f} |")

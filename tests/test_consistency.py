@@ -63,3 +63,14 @@ def test_thicker_slices_overlap_and_stay_solvable():
 def test_bad_requests_are_explained(shape, profile, thickness, message):
     with pytest.raises(CycleINRError, match=message):
         enforce_consistency(np.zeros(shape), np.zeros((10, 8, 8)), profile, thickness)
+
+
+@pytest.mark.parametrize("degradation", ["average", "skip"])
+def test_evaluate_scores_the_consistent_output_which_is_never_worse(tiny_model, degradation):
+    from napari_cycleinr.model.evaluate import evaluate_volume
+
+    volume = read_volume(CT_HEAD, axis="z")
+    volume = volume.replace(data=volume.data[:60, 8:56, 8:56].copy())
+    result = evaluate_volume(volume, 4.0, degradation, {"tiny": tiny_model}, ["tricubic", "tiny"], consistency=True)
+    assert set(result["methods"]) == {"tricubic", "tiny", "tiny+dc"}  # interpolations get no +dc row
+    assert result["methods"]["tiny+dc"]["psnr"] >= result["methods"]["tiny"]["psnr"] - 1e-6
