@@ -20,6 +20,7 @@ def test_shipped_model_is_small_versioned_and_documented():
     sidecar = json.loads(path.with_suffix(".json").read_text())
     assert sidecar["format_version"] == str(FORMAT_VERSION)
     assert header["info"]["train_config"]["cycle_weight"] > 0
+    assert header["info"]["train_config"]["noise_weight"] > 0  # stage 2: the noise-level consistency loss
     assert header["config"].attention
 
 
