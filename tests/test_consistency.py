@@ -71,6 +71,7 @@ def test_evaluate_scores_the_consistent_output_which_is_never_worse(tiny_model, 
 
     volume = read_volume(CT_HEAD, axis="z")
     volume = volume.replace(data=volume.data[:60, 8:56, 8:56].copy())
-    result = evaluate_volume(volume, 4.0, degradation, {"tiny": tiny_model}, ["tricubic", "tiny"], consistency=True)
+    models = {"tiny": tiny_model}
+    result = evaluate_volume(volume, 4.0, degradation, models, ["tricubic", "tiny"], device="cpu", consistency=True)
     assert set(result["methods"]) == {"tricubic", "tiny", "tiny+dc"}  # interpolations get no +dc row
     assert result["methods"]["tiny+dc"]["psnr"] >= result["methods"]["tiny"]["psnr"] - 1e-6

@@ -94,3 +94,18 @@ def test_fine_tuning_starts_from_a_checkpoint_with_the_noise_loss(tmp_path, tiny
     assert any(not torch.equal(a, b) for a, b in zip(start.state_dict().values(), tuned.state_dict().values()))
     saved = json.loads((tmp_path / "ft" / "train_config.json").read_text())
     assert saved["init"] == str(tiny_checkpoint) and saved["model"]["channels"] == start.config.channels
+
+
+def test_noise_loss_windows_are_contiguous_and_fit_short_crops():
+    from napari_cycleinr.model.train import query_columns
+
+    config = TrainConfig(noise_weight=0.05, query_pixels=1024)
+    rng = np.random.default_rng(0)
+    columns, window = query_columns(64, 64, config, rng)
+    assert window == (32, 32) and len(columns) == 1024
+    grid = columns.reshape(window)
+    assert torch.all(grid[:, 1:] - grid[:, :-1] == 1) and torch.all(grid[1:] - grid[:-1] == 64)
+    columns, window = query_columns(5, 48, config, rng)  # an adaptation pair of a scan with 5 slices
+    assert window == (5, 48) and len(set(columns.tolist())) == 240
+    columns, window = query_columns(64, 64, TrainConfig(query_pixels=100), rng)
+    assert window is None and len(set(columns.tolist())) == 100

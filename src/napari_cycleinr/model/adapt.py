@@ -52,6 +52,8 @@ class AdaptOptions:
     crop: int = 48
     thick_slices: int = 8
     cycle_weight: float = 0.3
+    noise_weight: float = 0.05
+    """The noise-level consistency loss of the bundled model's stage 2, so adapting keeps its even texture."""
     scale_spread: float = 0.15
     """Pairs use factors within +-15 % of the one asked for, so the model does not overfit one grid."""
     validation_pairs: int = 6
@@ -150,7 +152,8 @@ def adapt_model(
     config = TrainConfig(
         steps=options.steps or 1_000_000, batch=options.batch, thick_slices=thick, crop=max(crop),
         query_pixels=1024, scale_min=spread[0], scale_max=spread[1], degradations=(options.profile,),
-        cycle_weight=options.cycle_weight, learning_rate=options.learning_rate, seed=options.seed,
+        cycle_weight=options.cycle_weight, noise_weight=options.noise_weight,
+        learning_rate=options.learning_rate, seed=options.seed,
     )
     draw = lambda rng, **fixed: sample_pair(  # noqa: E731
         [data], rng, options.batch, thick, crop, spread, (options.profile,), thickness=options.thickness, **fixed

@@ -733,7 +733,7 @@ def method_blocks(
         if model is None:
             raise CycleINRError("the cycleinr method needs a model")
         device = device or next(model.parameters()).device
-    device = device or torch.device("cpu")
+    device = resolve_device(device) if device is not None else torch.device("cpu")
     options = options or InferenceOptions.for_device(device)
     if method == "trilinear":
         blocks = linear_blocks(lr, positions, cancel)

@@ -157,7 +157,7 @@ def training_step(
     fit = fit_loss(prediction, target)
     cycle = cycle_loss(prediction, thick, pair.degradation.to(device))
     loss = fit + config.cycle_weight * cycle
-    if config.noise_weight > 0 and window is not None:
+    if config.noise_weight > 0 and window is not None and min(window) >= 3:  # a Laplacian needs 3 x 3
         as_window = lambda t: t.reshape(t.shape[0], *window, t.shape[-1])  # noqa: E731
         loss = loss + config.noise_weight * noise_consistency_loss(as_window(prediction), as_window(target))
     return loss, fit, cycle
@@ -167,14 +167,16 @@ def query_columns(
     height: int, width: int, config: TrainConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, tuple[int, int] | None]:
     """Flat indices of the pixels decoded in a step: a random sample, or, when the noise-consistency loss is
-    on, a random square window of about query_pixels (returned with its (h, w) so it can be reshaped)."""
+    on, a random window of about query_pixels (squarish; as wide as needed where the crop is short), returned
+    with its (rows, columns) so the prediction can be reshaped into planes."""
     pixels = height * width
     if config.noise_weight <= 0:
         return torch.from_numpy(rng.choice(pixels, size=min(pixels, config.query_pixels), replace=False)), None
-    side = max(3, min(height, width, int(math.isqrt(config.query_pixels))))
-    y0, x0 = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
-    rows = torch.arange(y0, y0 + side)[:, None] * width
-    return (rows + torch.arange(x0, x0 + side)[None, :]).flatten(), (side, side)
+    rows = max(1, min(height, math.isqrt(config.query_pixels)))
+    cols = max(1, min(width, config.query_pixels // rows))
+    y0, x0 = int(rng.integers(0, height - rows + 1)), int(rng.integers(0, width - cols + 1))
+    flat = torch.arange(y0, y0 + rows)[:, None] * width + torch.arange(x0, x0 + cols)[None, :]
+    return flat.flatten(), (rows, cols)
 
 
 def _progress_line(step: int, total: int, loss: float, fit: float, cycle: float, rate: float, eta: float) -> str:
