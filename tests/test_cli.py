@@ -66,6 +66,7 @@ def test_spacing_tiff_output_and_baselines(tmp_path, tiny_checkpoint):
         (["evaluate", CT_3MM, "--factor", "2", "--degradation", "median"], "unknown degradation"),
         (["adapt", CT_3MM, "-o", "{out}", "--factor", "2", "--minutes", "0"], "minutes"),
         (["adapt", CT_3MM, "-o", "{out}", "--factor", "2", "--thickness", "9"], "thickness"),
+        (["adapt", CT_3MM, "-o", "{out}", "--factor", "2", "--noise-weight", "-1"], "noise weight"),
         (["adapt", "{tmp}", "-o", "{out}", "--factor", "2"], "one scan at a time"),
     ],
 )

@@ -133,7 +133,7 @@ def _adapt_options(args: argparse.Namespace):
 
     return AdaptOptions(
         minutes=args.minutes, steps=args.steps, profile=args.profile, thickness=args.thickness,
-        seed=args.seed, threads=args.threads,
+        seed=args.seed, threads=args.threads, noise_weight=args.noise_weight,
     )
 
 
@@ -313,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--minutes", type=float, default=3.0, help="time budget of the fine-tuning (default 3)")
     ad.add_argument("--steps", type=int, help="a fixed number of fine-tuning steps instead of a time budget")
     ad.add_argument("--seed", type=int, default=0)
+    ad.add_argument(
+        "--noise-weight", type=float, default=0.05,
+        help="weight of the noise-level consistency loss while adapting (default 0.05; 0: PSNR over even texture)",
+    )
     ad.add_argument("--save-model", help="also keep the adapted model as a .safetensors checkpoint")
     _consistency_arguments(ad)
     ad.set_defaults(run=cmd_adapt)

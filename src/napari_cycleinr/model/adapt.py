@@ -67,6 +67,8 @@ class AdaptOptions:
             raise CycleINRError(f"adaptation minutes must be above 0 and at most a day, got {self.minutes:g}")
         if self.steps is not None and self.steps < 1:
             raise CycleINRError(f"adaptation steps must be at least 1, got {self.steps}")
+        if not (math.isfinite(self.noise_weight) and self.noise_weight >= 0):
+            raise CycleINRError(f"the noise weight must be 0 or more, got {self.noise_weight:g}")
         if not (math.isfinite(self.thickness) and 0 < self.thickness <= 4):
             raise CycleINRError(f"slice thickness must be above 0 and at most 4 times the spacing, got {self.thickness:g}")
 
