@@ -125,10 +125,12 @@ def plot_snli(results: list[dict[str, Any]], path: str | Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
     methods = list(dict.fromkeys(m for r in results for m in r["methods"]))
-    for method in methods:
+    colours = plt.get_cmap("tab20" if len(methods) > 10 else "tab10")
+    markers = "osD^vPX<>*"
+    for i, method in enumerate(methods):
         xs = [r["reference_snli"] for r in results if method in r["methods"]]
         ys = [r["methods"][method]["snli"] for r in results if method in r["methods"]]
-        ax.scatter(xs, ys, label=method, alpha=0.8)
+        ax.scatter(xs, ys, label=method, alpha=0.8, color=colours(i % colours.N), marker=markers[i % len(markers)])
     everything = [r["reference_snli"] for r in results] + [m["snli"] for r in results for m in r["methods"].values()]
     top = max(v for v in everything if np.isfinite(v)) * 1.1
     ax.plot([0, top], [0, top], "k--", lw=1, label="same as reference")
