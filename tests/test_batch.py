@@ -49,6 +49,20 @@ def test_every_scan_is_processed_and_a_bad_one_does_not_stop_the_rest(folder, tm
     assert "2 written, 0 skipped (output exists), 1 failed" in report.summary()
 
 
+def test_folders_take_the_exact_data_consistency_step(folder, tmp_path, tiny_checkpoint):
+    from napari_cycleinr.model.consistency import consistency_residual
+
+    out = tmp_path / "out"
+    report = process_folder(
+        folder, out, factor=3, model=tiny_checkpoint, device="cpu", consistency=("skip", 1.0), log=_quiet
+    )
+    assert report.count("done") == 2
+    for source in (CT_3MM, MR_3MM):
+        original = read_volume(source)
+        written = read_volume(out / source.name, axis="xyz"[original.file_axes[0]])
+        assert consistency_residual(written.data, original.data, "skip").max <= 0.5 + 1e-3
+
+
 def test_a_rerun_skips_finished_outputs_and_resumes_after_a_crash(folder, tmp_path, tiny_checkpoint):
     out = tmp_path / "out"
     calls = []
