@@ -79,10 +79,21 @@ def validation_pairs(volume: TrainingVolume, config: TrainConfig) -> list[Pair]:
     return pairs
 
 
-def predict_pair(model: CycleINR, pair: Pair, device: torch.device, columns: torch.Tensor | None = None) -> torch.Tensor:
-    """The model's thin slices for a pair: (B, pixels, L), for every pixel or a sample of columns."""
+def predict_pair(
+    model: CycleINR, pair: Pair, device: torch.device, columns: torch.Tensor | None = None, chunk: int = 2048
+) -> torch.Tensor:
+    """The model's thin slices for a pair: (B, pixels, L), for a sample of columns, or for every pixel, decoded
+    `chunk` pixels at a time so that scoring whole crops needs no more memory than a training step."""
     positions, cell = pair_queries(pair, device)
-    return decode_columns(model, pair.thick.to(device), positions, cell, columns)
+    if columns is not None:
+        return decode_columns(model, pair.thick.to(device), positions, cell, columns)
+    latent = model.encode(pair.thick.to(device))
+    pixels = pair.thin.shape[2] * pair.thin.shape[3]
+    parts = []
+    for start in range(0, pixels, chunk):
+        part = torch.arange(start, min(start + chunk, pixels), device=device)
+        parts.append(model.decode(type(latent)(*(None if t is None else t[:, part] for t in latent)), positions, cell))
+    return torch.cat(parts, dim=1)
 
 
 def pair_queries(pair: Pair, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
