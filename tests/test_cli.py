@@ -152,3 +152,15 @@ def test_train_command_writes_checkpoints(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "run" / "last.safetensors").is_file() and (tmp_path / "run" / "state.pt").is_file()
     assert "best validation PSNR" in result.stdout
+
+
+def test_warnings_print_as_one_line(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "plain.tif", np.arange(6 * 16 * 16, dtype=np.int16).reshape(6, 16, 16))
+    result = cycleinr("upsample", tmp_path / "plain.tif", "-o", tmp_path / "out.tif", "--factor", "2", "--method", "tricubic", "-q")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "cycleinr: warning: plain.tif: voxel spacing not fully known (no ImageJ or OME metadata); "
+        "assuming 1 mm where it is missing"
+    ]

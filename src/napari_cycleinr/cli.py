@@ -388,5 +388,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
 
 
+def console() -> int:
+    """The `cycleinr` executable: main() with warnings as one line each ("cycleinr: warning: ..."), the way
+    errors are shown. Only the executable changes how warnings print; main() called from Python does not."""
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+        print(f"cycleinr: warning: {message}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line
+        return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())
