@@ -28,8 +28,8 @@ from napari_cycleinr.model.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.model.cycleinr import CycleINR
 from napari_cycleinr.model.degrade import KINDS
 from napari_cycleinr.model.infer import check_volume, choose_threads, resolve_device, torch_threads
-from napari_cycleinr.model.pairs import Pair, TrainingVolume, sample_pair
-from napari_cycleinr.model.train import predict_pair, training_step
+from napari_cycleinr.model.pairs import TrainingVolume, sample_pair
+from napari_cycleinr.model.train import training_step, validate
 from napari_cycleinr.model.train_config import TrainConfig
 from napari_cycleinr.volume import Volume
 
@@ -166,7 +166,7 @@ def adapt_model(
     threads = choose_threads(options.threads) if torch_device.type == "cpu" else 0
     optimizer = torch.optim.AdamW(tuned.parameters(), lr=options.learning_rate, weight_decay=1e-4)
     with torch_threads(threads):
-        report.validation_l1_before = held_out_l1(start, held_out, torch_device)
+        report.validation_l1_before = validate(start, held_out, torch_device)["l1"]
         started = time.perf_counter()
         budget = options.minutes * 60.0
         step = 0
@@ -194,22 +194,11 @@ def adapt_model(
                     progress(min(int(time.perf_counter() - started), int(budget)), int(math.ceil(budget)))
         raise_if_cancelled(cancel)
         report.steps, report.seconds = step, time.perf_counter() - started
-        report.validation_l1_after = held_out_l1(tuned, held_out, torch_device)
+        report.validation_l1_after = validate(tuned, held_out, torch_device)["l1"]
     report.kept = report.validation_l1_after < report.validation_l1_before
     chosen = tuned if report.kept else start
     chosen.eval()
-    chosen.source = f"{getattr(model, 'source', 'in-memory model')} adapted to this scan"  # type: ignore[attr-defined]
+    outcome = "adapted to this scan" if report.kept else "(adaptation tried, not kept)"
+    chosen.source = f"{getattr(model, 'source', 'in-memory model')} {outcome}"  # type: ignore[attr-defined]
     chosen.info = {**getattr(model, "info", {}), "adaptation": report.as_dict()}  # type: ignore[attr-defined]
     return chosen, report
-
-
-def held_out_l1(model: CycleINR, pairs: list[Pair], device: torch.device) -> float:
-    """Mean L1 (normalised units) of the model on fixed in-plane pairs."""
-    model.eval()
-    errors = []
-    with torch.inference_mode():
-        for pair in pairs:
-            target = pair.thin.to(device).flatten(2).transpose(1, 2)
-            errors.append(float((predict_pair(model, pair, device).float() - target).abs().mean()))
-    model.train()
-    return float(np.mean(errors))
