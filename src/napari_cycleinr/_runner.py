@@ -309,12 +309,9 @@ def _check_scan_options(job: Job) -> Any:
         raise CycleINRError(ADAPT_NEEDS_CYCLEINR.format(method=job.method))
     if not (job.adapting or job.exact_consistency):
         return None
-    if job.profile not in PROFILES:
-        raise CycleINRError(f"unknown slice profile {job.profile!r}; choose one of {', '.join(PROFILES)}")
-    if not (math.isfinite(job.thickness) and 0 < job.thickness <= 4):
-        raise CycleINRError(
-            f"slice thickness must be above 0 and at most 4 times the spacing, got {job.thickness:g}"
-        )
+    from napari_cycleinr.model.degrade import check_slice_profile
+
+    check_slice_profile(job.profile, job.thickness)
     if not job.adapting:
         return None
     from napari_cycleinr.model.adapt import AdaptOptions

@@ -140,8 +140,8 @@ def process_folder(
 
     from napari_cycleinr.grid import z_grid
     from napari_cycleinr.io import read_volume, write_volume
-    from napari_cycleinr.model.distributed import rank_and_world, shard, threads_per_process
     from napari_cycleinr.model.consistency import make_consistent
+    from napari_cycleinr.model.distributed import rank_and_world, shard, threads_per_process
     from napari_cycleinr.model.infer import InferenceOptions, resolve_device, super_resolve
 
     source_dir, target_dir = check_folders(input_dir, output_dir)

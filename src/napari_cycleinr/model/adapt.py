@@ -26,7 +26,7 @@ from napari_cycleinr.grid import z_grid
 from napari_cycleinr.intensity import intensity_map
 from napari_cycleinr.model.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.model.cycleinr import CycleINR
-from napari_cycleinr.model.degrade import KINDS
+from napari_cycleinr.model.degrade import check_slice_profile
 from napari_cycleinr.model.infer import check_volume, choose_threads, resolve_device, torch_threads
 from napari_cycleinr.model.pairs import TrainingVolume, sample_pair
 from napari_cycleinr.model.train import training_step, validate
@@ -61,16 +61,13 @@ class AdaptOptions:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        if self.profile not in KINDS:
-            raise CycleINRError(f"unknown slice profile {self.profile!r}; choose one of {', '.join(KINDS)}")
         if self.steps is None and not (math.isfinite(self.minutes) and 0 < self.minutes <= 24 * 60):
             raise CycleINRError(f"adaptation minutes must be above 0 and at most a day, got {self.minutes:g}")
         if self.steps is not None and self.steps < 1:
             raise CycleINRError(f"adaptation steps must be at least 1, got {self.steps}")
         if not (math.isfinite(self.noise_weight) and self.noise_weight >= 0):
             raise CycleINRError(f"the noise weight must be 0 or more, got {self.noise_weight:g}")
-        if not (math.isfinite(self.thickness) and 0 < self.thickness <= 4):
-            raise CycleINRError(f"slice thickness must be above 0 and at most 4 times the spacing, got {self.thickness:g}")
+        check_slice_profile(self.profile, self.thickness)
 
 
 @dataclass

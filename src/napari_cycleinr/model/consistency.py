@@ -22,7 +22,7 @@ import torch
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.intensity import cast_like
 from napari_cycleinr.model.blocks import CancelCheck, raise_if_cancelled
-from napari_cycleinr.model.degrade import KINDS, degradation_matrix
+from napari_cycleinr.model.degrade import check_slice_profile, degradation_matrix
 from napari_cycleinr.volume import Volume
 
 RIDGE = 1e-9
@@ -65,10 +65,7 @@ class ConsistencyReport:
 
 def output_degradation(n_in: int, n_out: int, profile: str = "average", thickness: float = 1.0) -> torch.Tensor:
     """W (n_in, n_out), float64: how the acquired slices arise from the output grid's slices."""
-    if profile not in KINDS:
-        raise CycleINRError(f"unknown slice profile {profile!r}; choose one of {', '.join(KINDS)}")
-    if not (np.isfinite(thickness) and 0 < thickness <= 4):
-        raise CycleINRError(f"slice thickness must be above 0 and at most 4 times the spacing, got {thickness:g}")
+    check_slice_profile(profile, thickness)
     ratio = n_out / n_in
     return degradation_matrix(n_out, ratio, profile, thickness=thickness * ratio, n_thick=n_in)
 

@@ -21,6 +21,20 @@ KINDS = ("average", "gaussian", "skip")
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
+MAX_THICKNESS = 4.0
+"""Slice thickness over slice spacing beyond which a slice profile is not plausible (a typing error)."""
+
+
+def check_slice_profile(profile: str, thickness: float) -> None:
+    """The slice profile and thickness (over spacing) a user gives for a real scan, checked in one place."""
+    if profile not in KINDS:
+        raise CycleINRError(f"unknown slice profile {profile!r}; choose one of {', '.join(KINDS)}")
+    if not (math.isfinite(thickness) and 0 < thickness <= MAX_THICKNESS):
+        raise CycleINRError(
+            f"slice thickness must be above 0 and at most {MAX_THICKNESS:g} times the spacing, got {thickness:g}"
+        )
+
+
 def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 

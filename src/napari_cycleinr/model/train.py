@@ -26,10 +26,10 @@ import torch
 
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.intensity import intensity_map
-from napari_cycleinr.model.checkpoint import load_model, save_model
-from napari_cycleinr.model.blocks import CancelCheck, raise_if_cancelled
-from napari_cycleinr.model.cycleinr import CycleINR
 from napari_cycleinr.model import distributed
+from napari_cycleinr.model.blocks import CancelCheck, raise_if_cancelled
+from napari_cycleinr.model.checkpoint import load_model, save_model
+from napari_cycleinr.model.cycleinr import CycleINR
 from napari_cycleinr.model.infer import resolve_device
 from napari_cycleinr.model.losses import cycle_loss, fit_loss, noise_consistency_loss
 from napari_cycleinr.model.pairs import Pair, TrainingVolume, sample_pair
