@@ -109,3 +109,13 @@ def test_noise_loss_windows_are_contiguous_and_fit_short_crops():
     assert window == (5, 48) and len(set(columns.tolist())) == 240
     columns, window = query_columns(64, 64, TrainConfig(query_pixels=100), rng)
     assert window is None and len(set(columns.tolist())) == 100
+
+
+def test_the_fit_is_l1_or_rmse():
+    from napari_cycleinr.model.losses import fit_loss
+
+    prediction, target = torch.tensor([0.0, 0.0, 0.0, 4.0]), torch.zeros(4)
+    assert float(fit_loss(prediction, target)) == pytest.approx(1.0)
+    assert float(fit_loss(prediction, target, "rmse")) == pytest.approx(2.0)  # sqrt(16 / 4): outliers weigh more
+    with pytest.raises(CycleINRError, match="fit must be one of l1, rmse"):
+        TrainConfig(fit="l2")

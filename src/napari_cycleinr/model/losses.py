@@ -10,8 +10,14 @@ from __future__ import annotations
 import torch
 
 
-def fit_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (prediction - target).abs().mean()
+FIT_LOSSES = ("l1", "rmse")
+
+
+def fit_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """L1 (robust, the default) or the root mean square error (what PSNR measures; the root keeps its scale,
+    and so the weights of the other terms, comparable with L1's) between prediction and thin slices."""
+    error = prediction - target
+    return error.pow(2).mean().add(1e-12).sqrt() if kind == "rmse" else error.abs().mean()
 
 
 def cycle_loss(prediction: torch.Tensor, thick: torch.Tensor, degradation: torch.Tensor) -> torch.Tensor:

@@ -165,7 +165,7 @@ def training_step(
             prediction = predictor(pair.thick.to(device), positions, cell, columns).float()
     target = pair.thin.to(device).flatten(2)[:, :, columns].transpose(1, 2)
     thick = pair.thick.to(device).flatten(2)[:, :, columns].transpose(1, 2)  # (B, cols, n_thick)
-    fit = fit_loss(prediction, target)
+    fit = fit_loss(prediction, target, config.fit)
     cycle = cycle_loss(prediction, thick, pair.degradation.to(device))
     loss = fit + config.cycle_weight * cycle
     if config.noise_weight > 0 and window is not None and min(window) >= 3:  # a Laplacian needs 3 x 3

@@ -10,6 +10,7 @@ from typing import Any
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.model.config import ModelConfig
 from napari_cycleinr.model.degrade import KINDS
+from napari_cycleinr.model.losses import FIT_LOSSES
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class TrainConfig:
     scale_min: float = 1.5
     scale_max: float = 6.0
     degradations: tuple[str, ...] = KINDS
+    fit: str = "l1"
+    """The fit to the thin slices: l1 or rmse (losses.fit_loss)."""
     cycle_weight: float = 0.3
     """lambda of the cycle-consistent loss; 0 switches it off (the ablation)."""
     noise_weight: float = 0.0
@@ -61,6 +64,8 @@ class TrainConfig:
         unknown = set(self.degradations) - set(KINDS)
         if unknown or not self.degradations:
             raise CycleINRError(f"train config: degradations must be a non-empty subset of {', '.join(KINDS)}")
+        if self.fit not in FIT_LOSSES:
+            raise CycleINRError(f"train config: fit must be one of {', '.join(FIT_LOSSES)}")
         if self.cycle_weight < 0 or self.noise_weight < 0 or not 0.0 <= self.inplane_fraction <= 1.0:
             raise CycleINRError(
                 "train config: cycle_weight >= 0, noise_weight >= 0 and 0 <= inplane_fraction <= 1 are required"
