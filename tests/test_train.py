@@ -119,3 +119,14 @@ def test_the_fit_is_l1_or_rmse():
     assert float(fit_loss(prediction, target, "rmse")) == pytest.approx(2.0)  # sqrt(16 / 4): outliers weigh more
     with pytest.raises(CycleINRError, match="fit must be one of l1, rmse"):
         TrainConfig(fit="l2")
+
+
+def test_every_committed_config_is_valid():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
+    assert len(configs) >= 4
+    for path in configs:
+        config = load_train_config(path)
+        assert config.train_data and config.validation_data, path.name
+        assert not any("lidc" in p.lower() for p in config.train_data), path.name  # the validation scan stays out
