@@ -175,3 +175,14 @@ def test_damaged_tiff_gives_one_clear_error(tmp_path):
     for path in (truncated, text):
         with pytest.raises(CycleINRError, match="cannot read"):
             read_volume(path)
+
+
+@pytest.mark.parametrize("dtype, flavour", [(np.int16, "imagej"), (np.float64, "ome")])
+def test_the_recorded_slice_axis_wins_over_the_largest_spacing(tmp_path, dtype, flavour):
+    """A super-resolved stack has its finest spacing along z; both TIFF flavours record that z is the slice axis."""
+    fine_z = Volume.from_spacing(ramp((6, 5, 4), dtype), (1.0, 3.0, 3.0))
+    path = write_volume(fine_z, tmp_path / "sr.tif")
+    back = read_volume(path)
+    assert back.metadata["tiff_flavour"] == flavour
+    assert back.shape == (6, 5, 4) and np.array_equal(back.data, fine_z.data)
+    assert read_volume(path, axis="y").shape[0] == 5  # naming an axis still wins

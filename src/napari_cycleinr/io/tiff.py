@@ -7,7 +7,9 @@ Writing: ImageJ hyperstacks for uint8, uint16, int16 and float32 (the types Imag
 size as X/YResolution + 'spacing' in mm and the origin as ImageJ's own 'xorigin', 'yorigin', 'zorigin'
 (in pixels, as ImageJ defines them, so ImageJ shows the same coordinates). Every other type (int8, int32,
 uint32, int64, uint64, float64) goes to OME-TIFF with PhysicalSize and Plane positions in mm, which keeps
-the type exactly instead of converting it.
+the type exactly instead of converting it. Both record the through-plane axis (an ImageJ key, or
+`cycleinr_slice_axis=z` as the OME Image Description), so a super-resolved stack, whose finest spacing is
+along z, reads back with the same axis as z.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def read(path: Path, axis: str | None = None) -> Volume:
             flavour = "ome" if tif.is_ome else "imagej" if tif.is_imagej else "plain"
             geometry = {"ome": _ome_geometry, "imagej": _imagej_geometry}.get(flavour, _no_geometry)(tif)
             array = np.asarray(series.asarray()).reshape(shape)
-            declared = (tif.imagej_metadata or {}).get(SLICE_AXIS_KEY) if flavour == "imagej" else None
+            declared = _declared_slice_axis(tif, flavour)
     if axis is None and declared in tuple(FILE_LETTERS):
         axis = declared
     spacing, origin, unit, missing = geometry
@@ -125,7 +127,7 @@ def save(volume: Volume, path: Path) -> None:
     if array.dtype in IMAGEJ_DTYPES:
         _write_imagej(path, array, spacing, origin, FILE_LETTERS[file_axes[0]])
     else:
-        _write_ome(path, array, spacing, origin)
+        _write_ome(path, array, spacing, origin, FILE_LETTERS[file_axes[0]])
 
 
 def _write_imagej(path: Path, array: np.ndarray, spacing: np.ndarray, origin: np.ndarray, slice_axis: str) -> None:
@@ -145,11 +147,12 @@ def _write_imagej(path: Path, array: np.ndarray, spacing: np.ndarray, origin: np
     )
 
 
-def _write_ome(path: Path, array: np.ndarray, spacing: np.ndarray, origin: np.ndarray) -> None:
+def _write_ome(path: Path, array: np.ndarray, spacing: np.ndarray, origin: np.ndarray, slice_axis: str) -> None:
     sz, sy, sx = (float(s) for s in spacing)
     n_planes = array.shape[0]
     metadata: dict[str, Any] = {
         "axes": "ZYX",
+        "Description": f"{SLICE_AXIS_KEY}={slice_axis}",  # the through-plane axis, as in ImageJ files
         "PhysicalSizeX": sx, "PhysicalSizeXUnit": "mm",
         "PhysicalSizeY": sy, "PhysicalSizeYUnit": "mm",
         "PhysicalSizeZ": sz, "PhysicalSizeZUnit": "mm",
@@ -275,6 +278,19 @@ def _ome_geometry(tif: tifffile.TiffFile) -> Geometry:
         origin.append(position * position_scale if position is not None and position_scale else 0.0)
     geometry = tuple(spacing), tuple(origin), ",".join(sorted(units)), ", ".join(missing)
     return geometry  # type: ignore[return-value]
+
+
+def _declared_slice_axis(tif: tifffile.TiffFile, flavour: str) -> str | None:
+    """The through-plane axis this package recorded: an ImageJ key, or `key=axis` in the OME Image Description."""
+    if flavour == "imagej":
+        return (tif.imagej_metadata or {}).get(SLICE_AXIS_KEY)
+    if flavour == "ome":
+        root = ElementTree.fromstring(tif.ome_metadata or "<OME/>")
+        for element in root.iter():
+            text = (element.text or "").strip()
+            if _local_name(element) == "Description" and text.startswith(f"{SLICE_AXIS_KEY}="):
+                return text.split("=", 1)[1]
+    return None
 
 
 def _no_geometry(tif: tifffile.TiffFile) -> Geometry:
