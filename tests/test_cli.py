@@ -68,6 +68,7 @@ def test_spacing_tiff_output_and_baselines(tmp_path, tiny_checkpoint):
         (["adapt", CT_3MM, "-o", "{out}", "--factor", "2", "--thickness", "9"], "thickness"),
         (["adapt", CT_3MM, "-o", "{out}", "--factor", "2", "--noise-weight", "-1"], "noise weight"),
         (["adapt", "{tmp}", "-o", "{out}", "--factor", "2"], "one scan at a time"),
+        (["adapt", CT_3MM, "-o", "{out}", "--factor", "2", "--save-model", "{tmp}/model.pt"], "writes a .safetensors"),
     ],
 )
 def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, args, message):

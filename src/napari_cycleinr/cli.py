@@ -80,6 +80,8 @@ def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
     check_destination(target, refuse=[source])  # a bad output path fails now, not after the whole run
     saved_model = getattr(args, "save_model", None)
     if saved_model:
+        if Path(saved_model).suffix.lower() != ".safetensors":
+            raise CycleINRError(f"--save-model writes a .safetensors checkpoint; name it e.g. {Path(saved_model).stem}.safetensors")
         check_destination(Path(saved_model), refuse=[source, target])
     method = getattr(args, "method", "cycleinr")
     adapt_options = _adapt_options(args) if adapt else None  # bad values fail before any work
