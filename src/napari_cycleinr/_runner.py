@@ -230,23 +230,11 @@ def _execute(
 
         report(Update(base, total, f"{target.suffix}: {target.n_in} -> {target.n_out} slices"))
         kwargs = dict(method=job.method, progress=progress, cancel=cancelled, **target.super_resolve_kwargs())
-        try:
-            result = super_resolve(job.volume, model=model, device=device, **kwargs)
-        except Exception as error:
-            if not (out_of_memory(error) and device.type == "cuda" and job.device == "auto"):
-                raise  # a GPU the user chose explicitly is explained, not silently replaced
-            result = None  # retried below, once the exception and the GPU tensors its frames hold are gone
-        if result is None:
-            import torch
-
-            torch.cuda.empty_cache()
-            device = torch.device("cpu")
-            outcome.device = str(device)
-            outcome.notices.append(GPU_MEMORY_FALLBACK_NOTICE)
-            model = model.to(device) if model is not None else None
-            status = f"{target.suffix}: GPU out of memory, going on on the CPU"
-            report(Update(base, total, status, device="cpu"))
-            result = super_resolve(job.volume, model=model, device=device, **kwargs)
+        status = f"{target.suffix}: GPU out of memory, going on on the CPU"
+        result, model, device = _with_cpu_fallback(
+            lambda m, d: super_resolve(job.volume, model=m, device=d, **kwargs),  # noqa: B023 - called here
+            job, model, device, outcome, lambda: report(Update(base, total, status, device="cpu")),  # noqa: B023
+        )
         check()
         if job.exact_consistency:
             from napari_cycleinr.model.consistency import make_consistent
@@ -316,8 +304,6 @@ def _check_scan_options(job: Job) -> Any:
         return None
     from napari_cycleinr.model.adapt import AdaptOptions
 
-    if job.adapt_steps is None and job.adapt_minutes is not None and not math.isfinite(job.adapt_minutes):
-        raise CycleINRError(f"adaptation minutes must be a finite number, got {job.adapt_minutes}")
     return AdaptOptions(
         minutes=job.adapt_minutes if job.adapt_minutes is not None else 3.0,
         steps=job.adapt_steps,
@@ -360,26 +346,40 @@ def _adapt(
     budget = f"{options.steps} steps" if not timed else f"{options.minutes:g} min"
     report(Update(0, total, f"adapting to this scan ({budget}, at {largest.suffix}): preparing"))
     kwargs = dict(options=options, progress=progress, cancel=cancelled, **largest.super_resolve_kwargs())
-    try:
-        adapted, adaptation = adapt_model(job.volume, model=model, device=device, **kwargs)
-    except Exception as error:
-        if not (out_of_memory(error) and device.type == "cuda" and job.device == "auto"):
-            raise
-        adapted = None  # retried on the CPU below, once the exception and its GPU tensors are gone
-    if adapted is None:
-        import torch
-
-        torch.cuda.empty_cache()
-        device = torch.device("cpu")
-        outcome.device = str(device)
-        outcome.notices.append(GPU_MEMORY_FALLBACK_NOTICE)
-        model = model.to(device)
-        report(
-            Update(0, total, "adapting to this scan: GPU out of memory, going on on the CPU", device="cpu")
-        )
-        adapted, adaptation = adapt_model(job.volume, model=model, device=device, **kwargs)
+    status = "adapting to this scan: GPU out of memory, going on on the CPU"
+    (adapted, adaptation), _, device = _with_cpu_fallback(
+        lambda m, d: adapt_model(job.volume, model=m, device=d, **kwargs),
+        job, model, device, outcome, lambda: report(Update(0, total, status, device="cpu")),
+    )
     report(Update(ADAPT_STEPS, total, adaptation.summary()))
     return adapted, adaptation, device
+
+
+def _with_cpu_fallback(
+    work: Callable[[Any, Any], Any],
+    job: Job,
+    model: Any,
+    device: Any,
+    outcome: Outcome,
+    announce: Callable[[], Any],
+) -> tuple[Any, Any, Any]:
+    """(work(model, device), model, device); if the GPU of device auto runs out of memory, once more on the
+    CPU, and the model and device returned are the CPU ones, for the rest of the job."""
+    try:
+        return work(model, device), model, device
+    except Exception as error:
+        if not (out_of_memory(error) and device.type == "cuda" and job.device == "auto"):
+            raise  # a GPU the user chose explicitly is explained, not silently replaced
+    # retried here, once the exception and the GPU tensors its frames hold are gone
+    import torch
+
+    torch.cuda.empty_cache()
+    device = torch.device("cpu")
+    outcome.device = str(device)
+    outcome.notices.append(GPU_MEMORY_FALLBACK_NOTICE)
+    model = model.to(device) if model is not None else None
+    announce()
+    return work(model, device), model, device
 
 
 def out_of_memory(error: BaseException) -> bool:

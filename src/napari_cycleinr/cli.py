@@ -133,9 +133,10 @@ def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
 def _adapt_options(args: argparse.Namespace):
     from napari_cycleinr.model.adapt import AdaptOptions
 
+    chosen = {} if args.noise_weight is None else {"noise_weight": args.noise_weight}  # else AdaptOptions' own
     return AdaptOptions(
         minutes=args.minutes, steps=args.steps, profile=args.profile, thickness=args.thickness,
-        seed=args.seed, threads=args.threads, noise_weight=args.noise_weight,
+        seed=args.seed, threads=args.threads, **chosen,
     )
 
 
@@ -316,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--steps", type=int, help="a fixed number of fine-tuning steps instead of a time budget")
     ad.add_argument("--seed", type=int, default=0)
     ad.add_argument(
-        "--noise-weight", type=float, default=0.05,
+        "--noise-weight", type=float,
         help="weight of the noise-level consistency loss while adapting (default 0.05; 0: PSNR over even texture)",
     )
     ad.add_argument("--save-model", help="also keep the adapted model as a .safetensors checkpoint")

@@ -92,7 +92,7 @@ def predict_pair(
     parts = []
     for start in range(0, pixels, chunk):
         part = torch.arange(start, min(start + chunk, pixels), device=device)
-        parts.append(model.decode(type(latent)(*(None if t is None else t[:, part] for t in latent)), positions, cell))
+        parts.append(model.decode(latent_columns(latent, part), positions, cell))
     return torch.cat(parts, dim=1)
 
 
@@ -108,8 +108,13 @@ def decode_columns(
 ) -> torch.Tensor:
     latent = model.encode(thick)
     if columns is not None:
-        latent = type(latent)(*(None if t is None else t[:, columns] for t in latent))
+        latent = latent_columns(latent, columns)
     return model.decode(latent, positions, cell)
+
+
+def latent_columns(latent, columns: torch.Tensor):
+    """The latent codes of some pixel columns only (each latent tensor is (B, pixels, ...))."""
+    return type(latent)(*(None if t is None else t[:, columns] for t in latent))
 
 
 class PairPredictor(torch.nn.Module):
