@@ -1,5 +1,6 @@
 import json
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,13 @@ def test_round_trip_keeps_weights_config_and_info(tiny_model, tiny_checkpoint):
     assert loaded.info == {"purpose": "tests"}
     sidecar = json.loads(Path(tiny_checkpoint).with_suffix(".json").read_text())
     assert sidecar["format"] == FORMAT and sidecar["model_config"]["channels"] == 8
+
+
+def test_a_dilated_encoder_round_trips(tmp_path, tiny_config):
+    model = CycleINR(replace(tiny_config, blocks=2, dilations=(1, 4)))
+    loaded = load_model(save_model(model, tmp_path / "dilated.safetensors"))
+    assert loaded.config.dilations == (1, 4)
+    assert loaded.encoder.body[1].inplane.dilation == (1, 4, 4)
 
 
 class _Exploit:

@@ -38,6 +38,7 @@ VARIANTS = {
     "two neighbours": {"neighbours": 2},
     "six neighbours": {"neighbours": 6, "blocks": 2},
     "one head": {"heads": 1},
+    "dilated blocks": {"blocks": 3, "dilations": (1, 2, 4)},
 }
 
 

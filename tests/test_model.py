@@ -64,6 +64,16 @@ def test_config_validation():
     with pytest.raises(CycleINRError, match="unknown option"):
         ModelConfig.from_dict({"channels": 8, "colour": "red"})
     assert ModelConfig.from_dict(ModelConfig(channels=16).to_dict()) == ModelConfig(channels=16)
+    with pytest.raises(CycleINRError, match="one each"):
+        ModelConfig(blocks=2, dilations=(1, 2, 4))
+    with pytest.raises(CycleINRError, match="from 1 to"):
+        ModelConfig(blocks=2, dilations=(1, 0))
+    with pytest.raises(CycleINRError, match="list of integers"):
+        ModelConfig(blocks=2, dilations="12")
+    dilated = ModelConfig(blocks=3, dilations=[1, 2, 8])  # as TOML and JSON give it
+    assert dilated.dilations == (1, 2, 8) and dilated.inplane_halo == 12
+    assert ModelConfig.from_dict(dilated.to_dict()) == dilated
+    assert ModelConfig(blocks=3).block_dilations == (1, 1, 1) and ModelConfig(blocks=3).inplane_halo == 4
 
 
 def test_model_package_imports_no_napari_and_no_qt():

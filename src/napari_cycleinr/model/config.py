@@ -8,6 +8,9 @@ from typing import Any
 from napari_cycleinr.errors import CycleINRError
 
 
+MAX_DILATION = 64
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     channels: int = 32
@@ -27,6 +30,8 @@ class ModelConfig:
     """Predict a residual over linear interpolation of the input instead of the intensity itself."""
     position_frequencies: int = 4
     """Sinusoidal frequencies encoding relative z offsets."""
+    dilations: tuple[int, ...] = ()
+    """In-plane dilation of each encoder block (one per block); empty means 1 for every block."""
 
     def __post_init__(self) -> None:
         positive = ("channels", "blocks", "neighbours", "heads", "decoder_width", "decoder_depth")
@@ -42,6 +47,18 @@ class ModelConfig:
             raise CycleINRError("model config: decoder_depth must be at least 2")
         if not isinstance(self.position_frequencies, int) or self.position_frequencies < 0:
             raise CycleINRError("model config: position_frequencies must be a non-negative integer")
+        if not isinstance(self.dilations, (list, tuple)):
+            raise CycleINRError(f"model config: dilations must be a list of integers, got {self.dilations!r}")
+        object.__setattr__(self, "dilations", tuple(self.dilations))  # JSON and TOML give lists
+        if self.dilations and len(self.dilations) != self.blocks:
+            raise CycleINRError(f"model config: {len(self.dilations)} dilations for {self.blocks} blocks (one each)")
+        for d in self.dilations:
+            if not isinstance(d, int) or isinstance(d, bool) or not 1 <= d <= MAX_DILATION:
+                raise CycleINRError(f"model config: dilations must be integers from 1 to {MAX_DILATION}, got {d!r}")
+
+    @property
+    def block_dilations(self) -> tuple[int, ...]:
+        return self.dilations or (1,) * self.blocks
 
     @property
     def z_halo(self) -> int:
@@ -50,8 +67,8 @@ class ModelConfig:
 
     @property
     def inplane_halo(self) -> int:
-        """Pixels beyond an in-plane tile that change its codes (one 3x3 conv in the head and per block)."""
-        return self.blocks + 1
+        """Pixels beyond an in-plane tile that change its codes (a 3x3 conv in the head and, dilated, per block)."""
+        return 1 + sum(self.block_dilations)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -35,7 +35,7 @@ class CycleINR(nn.Module):
         super().__init__()
         self.config = config or ModelConfig()
         c = self.config
-        self.encoder = Encoder(c.channels, c.blocks)
+        self.encoder = Encoder(c.channels, c.block_dilations)
         self.attention = (
             LocalAttention(c.channels, c.neighbours, c.heads, c.position_frequencies) if c.attention else None
         )

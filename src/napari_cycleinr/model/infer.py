@@ -256,8 +256,8 @@ class _StreamingEncoder:
     """
 
     def __init__(self, encoder: Encoder, dtype: torch.dtype = torch.float32) -> None:
-        def inplane(conv: nn.Conv3d) -> tuple[torch.Tensor, torch.Tensor]:
-            return conv.weight[:, :, 0].to(dtype), conv.bias.to(dtype)
+        def inplane(conv: nn.Conv3d) -> tuple[torch.Tensor, torch.Tensor, int]:
+            return conv.weight[:, :, 0].to(dtype), conv.bias.to(dtype), conv.dilation[-1]
 
         self.dtype = dtype
         self.head = inplane(encoder.head)
@@ -272,9 +272,10 @@ class _StreamingEncoder:
         self.x_buffer: list[torch.Tensor | None] = [None] * len(blocks)
 
     @staticmethod
-    def _inplane(x: torch.Tensor, conv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """(S, H, W, Cin) -> (S, H, W, Cout): a 3x3 convolution of every slice."""
-        y = F.conv2d(x.permute(0, 3, 1, 2), conv[0], conv[1], padding=1)
+    def _inplane(x: torch.Tensor, conv: tuple[torch.Tensor, torch.Tensor, int]) -> torch.Tensor:
+        """(S, H, W, Cin) -> (S, H, W, Cout): a (dilated) 3x3 convolution of every slice."""
+        weight, bias, dilation = conv
+        y = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=dilation, dilation=dilation)
         return y.permute(0, 2, 3, 1).contiguous()
 
     def push(self, chunk: torch.Tensor, final: bool) -> torch.Tensor:

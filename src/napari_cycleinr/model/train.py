@@ -30,6 +30,7 @@ from napari_cycleinr.model import distributed
 from napari_cycleinr.model.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.model.checkpoint import load_model, save_model
 from napari_cycleinr.model.cycleinr import CycleINR
+from napari_cycleinr.model.grow import grow_model
 from napari_cycleinr.model.infer import resolve_device
 from napari_cycleinr.model.losses import cycle_loss, fit_loss, noise_consistency_loss
 from napari_cycleinr.model.pairs import Pair, TrainingVolume, sample_pair
@@ -248,7 +249,9 @@ def _train(
     torch.manual_seed(config.seed)
     train_volumes, validation_volume = split_validation(config)
     validation = validation_pairs(validation_volume, config) if main else []
-    if config.init:  # fine-tuning: the checkpoint's architecture is the one trained
+    if config.init and config.grow:  # fine-tuning a larger model that starts as the checkpoint's function
+        model = grow_model(load_model(config.init, torch_device), config.model).train()
+    elif config.init:  # fine-tuning: the checkpoint's architecture is the one trained
         model = load_model(config.init, torch_device).train()
         config = replace(config, model=model.config)
     else:

@@ -34,7 +34,10 @@ class TrainConfig:
     """Weight of the noise-level consistency loss (losses.noise_consistency_loss); above 0 the decoded pixels
     are a contiguous window of the crop instead of a random sample, so an in-plane Laplacian exists."""
     init: str | None = None
-    """A checkpoint to start from (fine-tuning); its architecture replaces [model]."""
+    """A checkpoint to start from (fine-tuning); its architecture replaces [model], unless grow is set."""
+    grow: bool = False
+    """With init: build [model], which adds encoder blocks to the checkpoint's, and start it from the
+    checkpoint's weights with the new blocks as identities (model/grow.py)."""
     learning_rate: float = 1e-3
     warmup_steps: int = 50
     inplane_fraction: float = 0.0
@@ -64,6 +67,8 @@ class TrainConfig:
         unknown = set(self.degradations) - set(KINDS)
         if unknown or not self.degradations:
             raise CycleINRError(f"train config: degradations must be a non-empty subset of {', '.join(KINDS)}")
+        if self.grow and not self.init:
+            raise CycleINRError("train config: grow needs init (the checkpoint to grow)")
         if self.fit not in FIT_LOSSES:
             raise CycleINRError(f"train config: fit must be one of {', '.join(FIT_LOSSES)}")
         if self.cycle_weight < 0 or self.noise_weight < 0 or not 0.0 <= self.inplane_fraction <= 1.0:
