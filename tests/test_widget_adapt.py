@@ -203,14 +203,16 @@ def test_widget_adapts_and_makes_consistent(
     widget._values.value = "2.5"
     use_checkpoint(widget, tiny_checkpoint)
     assert hidden(widget._adapt_minutes) and hidden(widget._profile) and not hidden(widget._adapt)
+    assert hidden(widget._thickness) and widget._thickness.native.text() == "same as spacing"
 
     widget._adapt.value = True
-    assert not hidden(widget._adapt_minutes) and not hidden(widget._profile)
+    assert not hidden(widget._adapt_minutes) and not hidden(widget._profile) and not hidden(widget._thickness)
     assert widget._adapt_minutes.value == 3.0
     assert (widget._adapt_minutes.min, widget._adapt_minutes.max) == (0.5, 60.0)
     widget._adapt_minutes.value = 0.5
     widget._exact.value = True
     widget._profile.value = "gaussian"
+    widget._thickness.value = 1.5 * small_ct.spacing[0]  # thicker than their spacing: overlapping slices
 
     jobs = []
     make_job_from_the_controls = SuperResolutionWidget._make_job
@@ -225,6 +227,7 @@ def test_widget_adapts_and_makes_consistent(
     monkeypatch.undo()
     (job,) = jobs
     assert job.adapt_minutes == 0.5 and job.exact_consistency and job.profile == "gaussian"
+    assert job.thickness == pytest.approx(1.5)
     assert widget._progress.value == widget._progress.max == ADAPT_STEPS + STEPS_PER_TARGET
 
     layer = viewer.layers["ct_SRx2.5"]
@@ -232,6 +235,7 @@ def test_widget_adapts_and_makes_consistent(
     record = layer.metadata[KEY]["volume_metadata"]["super_resolution"]
     assert record["adaptation"]["steps"] == 2 and record["adaptation"]["profile"] == "gaussian"
     assert record["data_consistency"]["profile"] == "gaussian"
+    assert record["data_consistency"]["thickness_over_spacing"] == pytest.approx(1.5)
     warnings = messages(notes, "warning")
     assert any(m.startswith(ADAPTED) for m in warnings)
     assert any(m.startswith("SRx2.5: data consistency (gaussian profile)") for m in warnings)
@@ -242,7 +246,7 @@ def test_widget_adapts_and_makes_consistent(
     widget._method.value = "tricubic"
     assert hidden(widget._adapt) and hidden(widget._adapt_minutes) and not hidden(widget._profile)
     widget._exact.value = False
-    assert hidden(widget._profile)
+    assert hidden(widget._profile) and hidden(widget._thickness)
     run(widget, qtbot)  # the adapt tick left from cycleinr is ignored, not an error
     rerun = viewer.layers["ct_SRx2.5"].metadata[KEY]["volume_metadata"]["super_resolution"]
     assert rerun["method"] == "tricubic" and "adaptation" not in rerun and "data_consistency" not in rerun
@@ -271,4 +275,17 @@ def test_widget_explains_adaptation_with_an_interpolation(
     assert [layer.name for layer in viewer.layers] == before
     assert any(m.startswith("adaptation needs the cycleinr method") for m in messages(notes, "error"))
     assert widget._status.value.startswith("adaptation needs the cycleinr method")
+    assert_no_traceback_notifications(notes)
+
+
+def test_widget_refuses_an_implausible_slice_thickness(viewer_and_widget, qtbot, notes, small_ct):
+    viewer, widget = viewer_and_widget
+    widget._input.value = add_volume(viewer, small_ct, "ct")
+    widget._method.value = "tricubic"
+    widget._exact.value = True
+    widget._thickness.value = 100.0  # 33 slices of 3 mm: a typing error, not a slice profile
+    before = [layer.name for layer in viewer.layers]
+    run(widget, qtbot)
+    assert [layer.name for layer in viewer.layers] == before
+    assert any(m.startswith("slice thickness must be above 0") for m in messages(notes, "error"))
     assert_no_traceback_notifications(notes)

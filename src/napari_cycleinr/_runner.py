@@ -34,6 +34,13 @@ ADAPT_STEPS = 1000
 """Progress units of the adaptation phase, when a job adapts the model to the scan before the targets."""
 PROFILES = ("average", "gaussian", "skip")
 """Slice profiles (napari_cycleinr.model.degrade.KINDS, repeated here so that the widget needs no torch)."""
+SAME_AS_SPACING = "same as spacing"
+
+
+def thickness_over_spacing(thickness_mm: float, spacing_mm: float) -> float:
+    """The widget's slice thickness (mm; 0 = the spacing) as the models take it: in units of the spacing.
+    Its plausibility is checked with the slice profile, when the job runs."""
+    return 1.0 if thickness_mm <= 0 else thickness_mm / spacing_mm
 ADAPT_NEEDS_CYCLEINR = (
     "adaptation needs the cycleinr method: {method} is an interpolation with nothing to fine-tune; "
     "choose the method cycleinr, or untick adapt to this scan"

@@ -40,6 +40,7 @@ from napari_cycleinr._runner import (
     GPU_MEMORY_FALLBACK_NOTICE,
     METHODS,
     PROFILES,
+    SAME_AS_SPACING,
     STEPS_PER_TARGET,
     Job,
     Outcome,
@@ -48,6 +49,7 @@ from napari_cycleinr._runner import (
     job_total,
     plan_targets,
     run_in_thread,
+    thickness_over_spacing,
 )
 from napari_cycleinr.errors import CycleINRError
 
@@ -146,6 +148,17 @@ class SuperResolutionWidget(Container):
             tooltip="how the scanner made a slice from the tissue: average (contiguous slab, most CT and 2D "
             "MRI), gaussian (a smooth slice profile), skip (thin slices with gaps between them)",
         )
+        self._thickness = FloatSpinBox(
+            label="slice thickness (mm)",
+            value=0.0,
+            min=0.0,
+            max=100.0,
+            step=0.5,
+            visible=False,
+            tooltip="the slices' thickness, when it differs from their spacing (overlapping or gapped "
+            "reconstructions, e.g. 5 mm slices every 2.5 mm); 'same as spacing' for contiguous slices",
+        )
+        self._thickness.native.setSpecialValueText(SAME_AS_SPACING)  # shown at the minimum, 0
         self._run = PushButton(text=RUN_TEXT)
         self._progress = ProgressBar(label="progress", min=0, max=STEPS_PER_TARGET, value=0)
         self._status = Label(label="status", value="")
@@ -170,6 +183,7 @@ class SuperResolutionWidget(Container):
                 self._adapt_minutes,
                 self._exact,
                 self._profile,
+                self._thickness,
                 self._run,
                 self._progress,
                 self._status,
@@ -236,10 +250,12 @@ class SuperResolutionWidget(Container):
         return bool(self._adapt.value) and self._method.value == "cycleinr"
 
     def _update_scan_options(self, _value: Any = None) -> None:
-        """Adapt only for cycleinr; its minutes only when ticked; the slice profile when either option is."""
+        """Adapt only for cycleinr; its minutes only when ticked; the slice profile and thickness when either
+        option is."""
         self._adapt.visible = self._method.value == "cycleinr"
         self._adapt_minutes.visible = self.adapting
         self._profile.visible = self.adapting or bool(self._exact.value)
+        self._thickness.visible = self._profile.visible
 
     def _on_model(self, choice: str) -> None:
         self._checkpoint.visible = choice == MODEL_FILE
@@ -316,6 +332,7 @@ class SuperResolutionWidget(Container):
             adapt_minutes=float(self._adapt_minutes.value) if self.adapting else None,
             exact_consistency=bool(self._exact.value),
             profile=self._profile.value,
+            thickness=thickness_over_spacing(float(self._thickness.value), volume.spacing[0]),
         )
 
     def start(self) -> None:
