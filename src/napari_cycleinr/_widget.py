@@ -254,8 +254,9 @@ class SuperResolutionWidget(Container):
         option is."""
         self._adapt.visible = self._method.value == "cycleinr"
         self._adapt_minutes.visible = self.adapting
-        self._profile.visible = self.adapting or bool(self._exact.value)
-        self._thickness.visible = self._profile.visible
+        needs_profile = self.adapting or bool(self._exact.value)
+        self._profile.visible = needs_profile
+        self._thickness.visible = needs_profile
 
     def _on_model(self, choice: str) -> None:
         self._checkpoint.visible = choice == MODEL_FILE
