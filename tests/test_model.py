@@ -44,6 +44,38 @@ def test_attention_changes_the_answer_and_can_be_switched_off(tiny_model, tiny_c
         assert not torch.allclose(tiny_model(lr, positions, 0.4), plain.eval()(lr, positions, 0.4))
 
 
+def _attention_by_definition(att, sampled, keys, values, positions, cell):
+    """The local attention written literally: gather the K neighbours' keys and values, softmax per head."""
+    from napari_cycleinr.model.lam import neighbour_indices
+
+    b, p, q, c = sampled.shape
+    idx, offsets = neighbour_indices(positions, keys.shape[2], att.neighbours)
+    frac = positions - torch.floor(positions)
+    query = att.query(sampled) + att.query_position(frac, cell)
+    k = keys[:, :, idx] + att.key_position(offsets, cell)  # (B, P, Q, K, C)
+    v = values[:, :, idx] + att.value_position(offsets, cell)
+    split = (b, p, q, att.neighbours, att.heads, c // att.heads)
+    logits = (query.view(b, p, q, 1, att.heads, -1) * k.view(split)).sum(-1) * (c // att.heads) ** -0.5
+    attended = (torch.softmax(logits, dim=3).unsqueeze(-1) * v.view(split)).sum(3)
+    return sampled + att.out(attended.reshape(b, p, q, c))
+
+
+def test_local_attention_equals_its_definition_with_gradients(tiny_model):
+    att = tiny_model.attention
+    c = tiny_model.config.channels
+    codes = torch.randn(2, 7, 5, c, requires_grad=True, generator=torch.Generator().manual_seed(3))
+    keys, values = att.project(codes)
+    positions = torch.linspace(-0.4, 4.4, 11)  # both ends, where clamped neighbours repeat a slice
+    sampled = codes.mean(dim=2, keepdim=True).expand(2, 7, 11, c)
+    cell = torch.tensor(0.4)
+    fast = att(sampled, keys, values, positions, cell)
+    literal = _attention_by_definition(att, sampled, keys, values, positions, cell)
+    assert torch.allclose(fast, literal, atol=1e-5)
+    (grad_fast,) = torch.autograd.grad(fast.square().sum(), codes, retain_graph=True)
+    (grad_literal,) = torch.autograd.grad(literal.square().sum(), codes)
+    assert torch.allclose(grad_fast, grad_literal, atol=1e-4)
+
+
 @pytest.mark.parametrize("factor", [2.0, 2.5, 5.3])
 def test_tiled_inference_equals_whole_volume_inference(tiny_model, factor):
     lr = np.random.default_rng(1).random((23, 31, 29)).astype(np.float32)

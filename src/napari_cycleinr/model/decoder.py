@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from napari_cycleinr.model.position import encoding_width, sinusoidal
 
@@ -25,8 +26,11 @@ class ImplicitDecoder(nn.Module):
 
     def forward(self, features: torch.Tensor, positions: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         """features (B, P, Q, C), positions (Q,) -> (B, P, Q)."""
-        b, p, q, _ = features.shape
         frac = positions - torch.floor(positions)
         context = torch.cat([sinusoidal(frac, self.frequencies), cell.expand(frac.shape)[:, None]], dim=-1)
-        context = context.to(features.dtype).expand(b, p, q, context.shape[-1])
-        return self.mlp(torch.cat([features, context], dim=-1)).squeeze(-1)
+        # layer 1 of [features, context], without copying the per-slice context to every pixel
+        first = self.mlp[0]
+        channels = features.shape[-1]
+        per_slice = F.linear(context.to(features.dtype), first.weight[:, channels:], first.bias)  # (Q, width)
+        hidden = F.linear(features, first.weight[:, :channels]) + per_slice
+        return self.mlp[1:](hidden).squeeze(-1)

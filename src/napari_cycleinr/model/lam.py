@@ -6,8 +6,8 @@ output cell size; keys and values are the K neighbouring codes plus embeddings o
 the K neighbours, per head. The result is added to the sampled code, so attention refines grid sampling and
 `attention=False` (the ablation) is exactly the same network without this refinement.
 
-Layout: codes are channels-last (B, P, Z, C), P the flattened pixels of a tile, so gathering K slices for Q
-queries gives (B, P, Q, K, C) with the neighbours innermost: cache-friendly dense tensor maths, no voxel loops.
+Layout: codes are channels-last (B, P, Z, C), P the flattened pixels of a tile; queries are (B, P, Q, C) for Q
+output slices. Dense tensor maths, no voxel loops.
 """
 
 from __future__ import annotations
@@ -63,15 +63,29 @@ class LocalAttention(nn.Module):
         positions: torch.Tensor,
         cell: torch.Tensor,
     ) -> torch.Tensor:
-        """sampled (B, P, Q, C) grid-sampled codes; keys/values (B, P, Z, C); positions (Q,) -> (B, P, Q, C)."""
+        """sampled (B, P, Q, C) grid-sampled codes; keys/values (B, P, Z, C); positions (Q,) -> (B, P, Q, C).
+
+        query . (key + key offset) is split into query . key, scored against the few latent slices the queries
+        reach as one matmul and then gathered per neighbour, plus query . key offset; the values are mixed the
+        same way. No (B, P, Q, K, C) tensor is ever built, which made training steps memory bound.
+        """
         b, p, q, c = sampled.shape
-        idx, offsets = neighbour_indices(positions, keys.shape[2], self.neighbours)  # (Q, K)
+        h, k = self.heads, self.neighbours
+        d = c // h
+        idx, offsets = neighbour_indices(positions, keys.shape[2], k)  # (Q, K)
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        z = hi - lo
         frac = positions - torch.floor(positions)
-        query = self.query(sampled) + self.query_position(frac, cell).to(sampled.dtype)  # (B, P, Q, C)
-        k = keys[:, :, idx] + self.key_position(offsets, cell).to(keys.dtype)  # (B, P, Q, K, C)
-        v = values[:, :, idx] + self.value_position(offsets, cell).to(values.dtype)
-        head = c // self.heads
-        logits = (query.view(b, p, q, 1, self.heads, head) * k.view(b, p, q, self.neighbours, self.heads, head)).sum(-1)
-        weights = torch.softmax(logits * head**-0.5, dim=3)  # over the K neighbours
-        attended = (weights.unsqueeze(-1) * v.view(b, p, q, self.neighbours, self.heads, head)).sum(3)
+        query = (self.query(sampled) + self.query_position(frac, cell).to(sampled.dtype)) * d**-0.5
+        query = query.view(b, p, q, h, d)
+        key_offsets = self.key_position(offsets, cell).to(sampled.dtype).view(q, k, h, d)
+        value_offsets = self.value_position(offsets, cell).to(sampled.dtype).view(q, k, h, d)
+        scores = torch.einsum("bpqhd,bpzhd->bpqzh", query, keys[:, :, lo:hi].reshape(b, p, z, h, d))
+        neighbour = (idx - lo).view(1, 1, q, k, 1).expand(b, p, q, k, h)
+        logits = scores.gather(3, neighbour) + torch.einsum("bpqhd,qkhd->bpqkh", query, key_offsets)
+        weights = torch.softmax(logits, dim=3)  # over the K neighbours, per head
+        # clamped neighbours at the ends of the stack may repeat a slice: their weights add up
+        per_slice = weights.new_zeros(b, p, q, z, h).scatter_add(3, neighbour, weights)
+        attended = torch.einsum("bpqzh,bpzhd->bpqhd", per_slice, values[:, :, lo:hi].reshape(b, p, z, h, d))
+        attended = attended + torch.einsum("bpqkh,qkhd->bpqhd", weights, value_offsets)
         return sampled + self.out(attended.reshape(b, p, q, c))
