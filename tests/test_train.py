@@ -130,3 +130,31 @@ def test_every_committed_config_is_valid():
         config = load_train_config(path)
         assert config.train_data and config.validation_data, path.name
         assert not any("lidc" in p.lower() for p in config.train_data), path.name  # the validation scan stays out
+
+
+@pytest.mark.parametrize(("native", "amp", "expected"), [(True, True, torch.bfloat16), (False, True, torch.float32), (True, False, torch.float32)])
+def test_cpu_training_runs_only_the_encoder_in_bfloat16_and_only_where_native(monkeypatch, tiny_model, native, amp, expected):
+    from napari_cycleinr.model import train as train_module
+    from napari_cycleinr.model.pairs import TrainingVolume, sample_pair
+    from napari_cycleinr.model.train import training_step
+
+    monkeypatch.setattr(train_module, "cpu_computes_bfloat16", lambda: native)
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen.setdefault(name, output.dtype)
+
+        return hook
+
+    tiny_model.encoder.head.register_forward_hook(record("encoder"))
+    tiny_model.decoder.mlp[1].register_forward_hook(record("decoder"))
+    rng = np.random.default_rng(0)
+    volume = TrainingVolume(rng.random((24, 40, 40), dtype=np.float32))
+    pair = sample_pair([volume], rng, 2, 4, 32, (2.0, 3.0), ("average",))
+    config = TrainConfig(amp=amp, **FAST)
+    loss, fit, cycle = training_step(tiny_model.train(), pair, config, torch.device("cpu"), rng)
+    loss.backward()
+    assert seen == {"encoder": expected, "decoder": torch.float32}
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert tiny_model.encoder.head.weight.grad.dtype == torch.float32  # the weights stay float32

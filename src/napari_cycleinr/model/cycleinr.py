@@ -6,6 +6,7 @@ pixel) and a batch of queries is a few whole output slices over a tile of pixels
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
@@ -41,10 +42,16 @@ class CycleINR(nn.Module):
         )
         self.decoder = ImplicitDecoder(c.channels, c.decoder_width, c.decoder_depth, c.position_frequencies)
 
-    def encode(self, volume: torch.Tensor) -> Latent:
-        """(B, Z, H, W) normalised thick-slice volume -> Latent with P = H * W."""
+    def encode(self, volume: torch.Tensor, encoder_dtype: torch.dtype | None = None) -> Latent:
+        """(B, Z, H, W) normalised thick-slice volume -> Latent with P = H * W.
+
+        encoder_dtype: run the encoder's convolutions under autocast to this type (bfloat16 when training on
+        a CPU that computes it natively: twice as fast); the codes come back float32 either way."""
         b, z, h, w = volume.shape
-        codes = self.encoder(volume[:, None])  # (B, C, Z, H, W)
+        # only entered when asked, so an enclosing autocast (CUDA training) still reaches the encoder
+        precision = torch.autocast(volume.device.type, dtype=encoder_dtype) if encoder_dtype else nullcontext()
+        with precision:
+            codes = self.encoder(volume[:, None]).float()  # (B, C, Z, H, W)
         codes = codes.permute(0, 3, 4, 2, 1).reshape(b, h * w, z, -1)
         keys = values = None
         if self.attention is not None:

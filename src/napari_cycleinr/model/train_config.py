@@ -48,7 +48,8 @@ class TrainConfig:
     threads: int = 0
     """CPU threads for torch; 0 keeps torch's default."""
     amp: bool = True
-    """bf16 autocast on CUDA."""
+    """bf16 autocast on CUDA (the whole step); on a CPU with native bf16 (AVX512-BF16, AMX) the encoder's
+    convolutions only, since the decoder's small residuals and the cycle loss need float32's precision."""
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     train_data: tuple[str, ...] = ()
