@@ -3,9 +3,9 @@
     python scripts/make_results.py [--size 256] [--slabs 2]
 
 Needs ../shared/data (the held-back validation scan LIDC-IDRI-0002 and the real 5 mm scan), the bundled
-model, its stage 1 (`runs/default`, the model before the noise-level consistency loss) and stage 2
-(`runs/default_noise`, the model before its encoder was grown), and the ablation study: three runs of 500
-steps, identical but for the switch under test,
+model (stage 4), its earlier training stages 2 (`runs/default_noise`, 4 encoder blocks) and 3
+(`runs/default_wide`, 8 blocks), and the ablation study: three runs of 500 steps, identical but for the switch
+under test,
 
     cycleinr train --config configs/default.toml --out runs/ablation500_full --steps 500
     cycleinr train --config configs/ablation_grid.toml --out runs/ablation500_grid --steps 500
@@ -38,8 +38,8 @@ VARIANTS = {
     "grid_sampling_500": "runs/ablation500_grid/best.safetensors",
     "no_cycle_loss_500": "runs/ablation500_no_cycle/best.safetensors",
     "full_500": "runs/ablation500_full/best.safetensors",
-    "no_noise_loss": "runs/default/best.safetensors",
-    "not_grown": "runs/default_noise/best.safetensors",
+    "stage2_4_blocks": "runs/default_noise/best.safetensors",
+    "stage3_8_blocks": "runs/default_wide/best.safetensors",
 }
 METHODS = ["trilinear", "tricubic", *VARIANTS, "cycleinr"]
 TABLE_ROWS = [*METHODS, "cycleinr+dc"]
