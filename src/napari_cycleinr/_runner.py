@@ -35,12 +35,7 @@ ADAPT_STEPS = 1000
 PROFILES = ("average", "gaussian", "skip")
 """Slice profiles (napari_cycleinr.model.degrade.KINDS, repeated here so that the widget needs no torch)."""
 SAME_AS_SPACING = "same as spacing"
-
-
-def thickness_over_spacing(thickness_mm: float, spacing_mm: float) -> float:
-    """The widget's slice thickness (mm; 0 = the spacing) as the models take it: in units of the spacing.
-    Its plausibility is checked with the slice profile, when the job runs."""
-    return 1.0 if thickness_mm <= 0 else thickness_mm / spacing_mm
+"""What the widget's slice thickness shows at 0: contiguous slices."""
 ADAPT_NEEDS_CYCLEINR = (
     "adaptation needs the cycleinr method: {method} is an interpolation with nothing to fine-tune; "
     "choose the method cycleinr, or untick adapt to this scan"
@@ -52,6 +47,12 @@ GPU_OUT_OF_MEMORY = (
     "a smaller factor, or close other programs using the GPU"
 )
 OUT_OF_MEMORY = "not enough memory for this volume and target; try a smaller factor or close other programs"
+
+
+def thickness_over_spacing(thickness_mm: float, spacing_mm: float) -> float:
+    """The widget's slice thickness (mm; 0 = the spacing) as the models take it: in units of the spacing.
+    Its plausibility is checked with the slice profile, when the job runs."""
+    return 1.0 if thickness_mm <= 0 else thickness_mm / spacing_mm
 
 
 @dataclass(frozen=True)
