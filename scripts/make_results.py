@@ -72,7 +72,9 @@ def make_crops(size: int, slabs: int) -> list[Path]:
             affine=volume.affine @ shift,
         )
         crop.metadata["source_path"] = str(VALIDATION)
-        paths.append(write_volume(crop, CROPS / f"lidc0002_slab{i}.nii.gz"))
+        path = CROPS / f"lidc0002_slab{i}.nii.gz"
+        write_volume(crop, path)
+        paths.append(path)  # relative, so that commands.json is the command on any clone
     return paths
 
 
