@@ -99,8 +99,9 @@ def other_scans_table(results: list[dict], methods: list[str]) -> str:
         base = r["methods"]["tricubic"]["psnr"]
         cells = []
         for m in models:
-            gains[m].append(r["methods"][m]["psnr"] - base)
-            cells.append(f"{gains[m][-1]:+.2f}")
+            gain = r["methods"][m]["psnr"] - base
+            gains[m].append(gain)
+            cells.append(f"{gain:+.2f}")
         scan = Path(r["reference"]).name.split(".")[0]
         rows.append(f"| {scan} | {r['factor']:g} | {base:.2f} | " + " | ".join(cells) + " |")
     rows.append("| mean gain | | | " + " | ".join(f"**{np.mean(g):+.2f}**" for g in gains.values()) + " |")
