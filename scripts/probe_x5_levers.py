@@ -1,0 +1,109 @@
+"""Inference-time levers at the x5 slab-average target (docs/results.md, "Levers tried at x5").
+
+    python scripts/probe_x5_levers.py [--adapt-steps 400] [--candidate runs/stage4_deep/best.safetensors]
+
+Scores the bundled model on the two samples of the held-out validation scan that scripts/make_results.py
+writes (runs/eval), alone and with what a user could add at inference time without a better model:
+geometric self-ensembles (the mean over mirrored inputs: z reversed, the 8 in-plane flips and transposes),
+the exact data-consistency step, and adapting to the thick scan itself (`cycleinr adapt`, fixed steps); and,
+as the one lever that needs a new model, a candidate checkpoint (default: stage 4, configs/stage4_deep.toml).
+Writes docs/results/x5_levers.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_cycleinr.io import read_volume
+from napari_cycleinr.model.adapt import AdaptOptions, adapt_model
+from napari_cycleinr.model.checkpoint import load_model
+from napari_cycleinr.model.consistency import project
+from napari_cycleinr.model.degrade import degradation_matrix
+from napari_cycleinr.model.evaluate import metric_window, simulate_thick
+from napari_cycleinr.model.infer import predict
+from napari_cycleinr.model.metrics import psnr, snli
+
+FACTOR, PROFILE = 5.0, "average"
+SAMPLES = [Path("runs/eval/lidc0002_slab0.nii.gz"), Path("runs/eval/lidc0002_slab1.nii.gz")]
+OUT = Path("docs/results/x5_levers.json")
+
+
+def inplane(array: np.ndarray, k: int, inverse: bool = False) -> np.ndarray:
+    """The k-th of the 8 in-plane flips/transposes of a (z, y, x) array, or its inverse."""
+    steps = [(4, lambda a: a.transpose(0, 2, 1)), (1, lambda a: a[:, :, ::-1]), (2, lambda a: a[:, ::-1, :])]
+    for bit, step in reversed(steps) if inverse else steps:
+        if k & bit:
+            array = step(array)
+    return np.ascontiguousarray(array)
+
+
+def predictions(model, thick: np.ndarray, positions: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The model's answer on each in-plane mirror of the input (un-mirrored), and on the z-reversed input."""
+    cell = 1.0 / FACTOR
+    mirrored = [inplane(predict("cycleinr", inplane(thick, k), positions, cell, model=model), k, inverse=True)
+                for k in range(8)]
+    reversed_z = np.ascontiguousarray(thick[::-1])
+    flipped = predict("cycleinr", reversed_z, (len(thick) - 1) - positions[::-1], cell, model=model)[::-1]
+    return mirrored, flipped
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--adapt-steps", type=int, default=400)
+    parser.add_argument("--candidate", default="runs/stage4_deep/best.safetensors")
+    args = parser.parse_args()
+    model, candidate = load_model(None), load_model(args.candidate)
+    rows: dict[str, list[dict]] = {}
+    for sample in SAMPLES:
+        volume = read_volume(sample)
+        thick, reference, positions, intensities = simulate_thick(volume, FACTOR, PROFILE)
+        window = metric_window(reference, intensities.modality)
+        operator = degradation_matrix(len(positions), FACTOR, PROFILE, n_thick=thick.shape[0])
+
+        def score(name: str, normalised: np.ndarray, seconds: float) -> None:
+            for suffix, values in (("", normalised), ("+dc", normalised.copy())):
+                if suffix:
+                    project(values, thick, operator)
+                output = intensities.denormalise(values)
+                scores = {"psnr": psnr(reference, output, window), "snli": snli(output, "CT")}
+                row = {"sample": str(sample), **scores, "seconds": round(seconds, 2)}
+                rows.setdefault(name + suffix, []).append(row)
+
+        started = time.perf_counter()
+        mirrored, flipped = predictions(model, thick, positions)
+        per_pass = (time.perf_counter() - started) / 9
+        score("tricubic", predict("tricubic", thick, positions, 1.0 / FACTOR), 0.0)
+        score("cycleinr", mirrored[0], per_pass)
+        score("ensemble z (2 passes)", (mirrored[0] + flipped) / 2, 2 * per_pass)
+        score("ensemble in-plane (8 passes)", np.mean(mirrored, axis=0), 8 * per_pass)
+        score("ensemble in-plane + z (9 passes)", (np.sum(mirrored, axis=0) + flipped) / 9, 9 * per_pass)
+        started = time.perf_counter()
+        result = predict("cycleinr", thick, positions, 1.0 / FACTOR, model=candidate)
+        score(f"candidate {Path(args.candidate).parent.name}", result, time.perf_counter() - started)
+        thick_volume = volume.replace(data=intensities.denormalise(thick).astype(np.float32),
+                                      affine=volume.affine @ np.diag([FACTOR, 1, 1, 1]))
+        started = time.perf_counter()
+        adapted, report = adapt_model(thick_volume, factor=FACTOR, model=model, device="cpu",
+                                      options=AdaptOptions(steps=args.adapt_steps, profile=PROFILE))
+        result = predict("cycleinr", thick, positions, 1.0 / FACTOR, model=adapted)
+        score(f"adapted ({report.steps} steps, {'kept' if report.kept else 'not kept'})", result,
+              time.perf_counter() - started)
+    summary = {name: {key: float(np.mean([s[key] for s in samples])) for key in ("psnr", "snli", "seconds")}
+               for name, samples in rows.items()}
+    levers = {"factor": FACTOR, "profile": PROFILE, "mean": summary, "samples": rows}
+    OUT.write_text(json.dumps(levers, indent=2) + "\n")
+    base = summary["tricubic"]["psnr"]
+    print("| method | PSNR dB | gain over tricubic | SNLI | s per sample |\n|---|---|---|---|---|")
+    for name, m in summary.items():
+        gain = m["psnr"] - base
+        print(f"| {name} | {m['psnr']:.2f} | {gain:+.2f} | {m['snli']:.4f} | {m['seconds']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
