@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from napari_cycleinr.intensity import IntensityMap
 from napari_cycleinr.io import read_volume
 from napari_cycleinr.model.adapt import AdaptOptions, adapt_model
 from napari_cycleinr.model.checkpoint import load_model
@@ -28,7 +30,8 @@ from napari_cycleinr.model.consistency import project
 from napari_cycleinr.model.degrade import degradation_matrix
 from napari_cycleinr.model.evaluate import metric_window, simulate_thick
 from napari_cycleinr.model.infer import predict
-from napari_cycleinr.model.metrics import CT_BODY_HU, psnr, slice_noise_levels, snli
+from napari_cycleinr.model.metrics import psnr, snli_parts
+from napari_cycleinr.volume import Volume
 
 FACTOR, PROFILE = 5.0, "average"
 SAMPLES = [Path("runs/eval/lidc0002_slab0.nii.gz"), Path("runs/eval/lidc0002_slab1.nii.gz")]
@@ -45,10 +48,9 @@ def inplane(array: np.ndarray, k: int, inverse: bool = False) -> np.ndarray:
 
 
 def noise_parts(volume: np.ndarray) -> dict[str, float]:
-    """The mean noise level of the slices and its mean jump between neighbouring slices, in HU."""
-    levels = slice_noise_levels(volume, CT_BODY_HU)
-    parts = {"noise_hu": float(np.nanmean(levels)), "jump_hu": float(np.nanmean(np.abs(np.diff(levels))))}
-    return {"snli": snli(volume, "CT"), **parts}
+    """SNLI and its two parts in HU: the mean jump of the slices' noise level, and that level."""
+    jump, level = snli_parts(volume, "CT")
+    return {"snli": jump / level, "noise_hu": level, "jump_hu": jump}
 
 
 def predictions(model, thick: np.ndarray, positions: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -61,48 +63,71 @@ def predictions(model, thick: np.ndarray, positions: np.ndarray) -> tuple[list[n
     return mirrored, flipped
 
 
+@dataclass
+class Case:
+    """One sample at x5: its thick slices, thin reference, metric window and degradation operator."""
+
+    path: Path
+    volume: Volume
+    thick: np.ndarray
+    reference: np.ndarray
+    positions: np.ndarray
+    intensities: IntensityMap
+    window: tuple[float, float]
+    operator: np.ndarray
+
+    @classmethod
+    def read(cls, path: Path) -> Case:
+        volume = read_volume(path)
+        thick, reference, positions, intensities = simulate_thick(volume, FACTOR, PROFILE)
+        operator = degradation_matrix(len(positions), FACTOR, PROFILE, n_thick=thick.shape[0])
+        window = metric_window(reference, intensities.modality)
+        return cls(path, volume, thick, reference, positions, intensities, window, operator)
+
+
+def score(rows: dict[str, list[dict]], case: Case, name: str, normalised: np.ndarray, seconds: float) -> None:
+    """Rows `name` and `name+dc` (after the exact data-consistency step) for this case."""
+    for suffix, values in (("", normalised), ("+dc", normalised.copy())):
+        if suffix:
+            project(values, case.thick, case.operator)
+        output = case.intensities.denormalise(values)
+        scores = {"psnr": psnr(case.reference, output, case.window), **noise_parts(output)}
+        row = {"sample": str(case.path), **scores, "seconds": round(seconds, 2)}
+        rows.setdefault(name + suffix, []).append(row)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--adapt-steps", type=int, default=400)
     parser.add_argument("--candidate", default="runs/stage4_deep/best.safetensors")
     args = parser.parse_args()
     model, candidate = load_model(None), load_model(args.candidate)
+    cell = 1.0 / FACTOR
     rows: dict[str, list[dict]] = {}
-    for sample in SAMPLES:
-        volume = read_volume(sample)
-        thick, reference, positions, intensities = simulate_thick(volume, FACTOR, PROFILE)
-        window = metric_window(reference, intensities.modality)
-        operator = degradation_matrix(len(positions), FACTOR, PROFILE, n_thick=thick.shape[0])
-
-        def score(name: str, normalised: np.ndarray, seconds: float) -> None:
-            for suffix, values in (("", normalised), ("+dc", normalised.copy())):
-                if suffix:
-                    project(values, thick, operator)
-                output = intensities.denormalise(values)
-                scores = {"psnr": psnr(reference, output, window), **noise_parts(output)}
-                row = {"sample": str(sample), **scores, "seconds": round(seconds, 2)}
-                rows.setdefault(name + suffix, []).append(row)
-
-        rows.setdefault("thin reference", []).append({"sample": str(sample), **noise_parts(reference)})
+    for path in SAMPLES:
+        case = Case.read(path)
+        rows.setdefault("thin reference", []).append({"sample": str(path), **noise_parts(case.reference)})
         started = time.perf_counter()
-        mirrored, flipped = predictions(model, thick, positions)
+        mirrored, flipped = predictions(model, case.thick, case.positions)
         per_pass = (time.perf_counter() - started) / 9
-        score("tricubic", predict("tricubic", thick, positions, 1.0 / FACTOR), 0.0)
-        score("cycleinr", mirrored[0], per_pass)
-        score("ensemble z (2 passes)", (mirrored[0] + flipped) / 2, 2 * per_pass)
-        score("ensemble in-plane (8 passes)", np.mean(mirrored, axis=0), 8 * per_pass)
-        score("ensemble in-plane + z (9 passes)", (np.sum(mirrored, axis=0) + flipped) / 9, 9 * per_pass)
+        score(rows, case, "tricubic", predict("tricubic", case.thick, case.positions, cell), 0.0)
+        score(rows, case, "cycleinr", mirrored[0], per_pass)
+        score(rows, case, "ensemble z (2 passes)", (mirrored[0] + flipped) / 2, 2 * per_pass)
+        score(rows, case, "ensemble in-plane (8 passes)", np.mean(mirrored, axis=0), 8 * per_pass)
+        everything = (np.sum(mirrored, axis=0) + flipped) / 9
+        score(rows, case, "ensemble in-plane + z (9 passes)", everything, 9 * per_pass)
         started = time.perf_counter()
-        result = predict("cycleinr", thick, positions, 1.0 / FACTOR, model=candidate)
-        score(f"candidate {Path(args.candidate).parent.name}", result, time.perf_counter() - started)
-        thick_volume = volume.replace(data=intensities.denormalise(thick).astype(np.float32),
-                                      affine=volume.affine @ np.diag([FACTOR, 1, 1, 1]))
+        result = predict("cycleinr", case.thick, case.positions, cell, model=candidate)
+        name = f"candidate {Path(args.candidate).parent.name}"
+        score(rows, case, name, result, time.perf_counter() - started)
+        thick_volume = case.volume.replace(data=case.intensities.denormalise(case.thick).astype(np.float32),
+                                           affine=case.volume.affine @ np.diag([FACTOR, 1, 1, 1]))
         started = time.perf_counter()
         adapted, report = adapt_model(thick_volume, factor=FACTOR, model=model, device="cpu",
                                       options=AdaptOptions(steps=args.adapt_steps, profile=PROFILE))
-        result = predict("cycleinr", thick, positions, 1.0 / FACTOR, model=adapted)
-        score(f"adapted ({report.steps} steps, {'kept' if report.kept else 'not kept'})", result,
-              time.perf_counter() - started)
+        result = predict("cycleinr", case.thick, case.positions, cell, model=adapted)
+        name = f"adapted ({report.steps} steps, {'kept' if report.kept else 'not kept'})"
+        score(rows, case, name, result, time.perf_counter() - started)
     summary = {name: {key: float(np.mean([s[key] for s in samples])) for key in samples[0] if key != "sample"}
                for name, samples in rows.items()}
     levers = {"factor": FACTOR, "profile": PROFILE, "mean": summary, "samples": rows}

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_cycleinr.model.metrics import psnr, snli, ssim
+from napari_cycleinr.model.metrics import psnr, snli, snli_parts, ssim
 
 
 def test_psnr_of_a_known_error():
@@ -30,3 +30,11 @@ def test_snli_ranks_every_third_slice_smoothed_worse(ct_volume):
 
 def test_snli_of_a_volume_without_body_is_nan():
     assert np.isnan(snli(np.full((5, 20, 20), -1000.0), "CT"))
+
+
+def test_snli_parts_scale_with_the_noise_level_and_their_ratio_is_snli(ct_volume):
+    data = ct_volume.data.astype(np.float32)
+    jump, level = snli_parts(data, "CT")
+    assert snli(data, "CT") == pytest.approx(jump / level)
+    half_jump, half_level = snli_parts(0.5 * data, threshold=-250.0)  # the same body, half the texture
+    assert (half_jump, half_level) == pytest.approx((0.5 * jump, 0.5 * level), rel=1e-4)

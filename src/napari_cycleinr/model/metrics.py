@@ -62,15 +62,25 @@ def slice_noise_levels(volume: np.ndarray, threshold: float, min_pixels: int = 6
     return sigmas
 
 
-def snli(volume: np.ndarray, modality: str = "CT", threshold: float | None = None) -> float:
-    """Slice-wise noise level inconsistency: mean |sigma_i - sigma_{i+1}| / mean sigma, over adjacent slices.
+def snli_parts(volume: np.ndarray, modality: str = "CT", threshold: float | None = None) -> tuple[float, float]:
+    """(mean |sigma_i - sigma_{i+1}| over adjacent slices, mean sigma): SNLI's numerator and denominator.
 
-    Acquired slices alternating with smoother synthetic ones make it large; a real thin scan keeps it small.
+    Apart, they tell whether a high SNLI comes from large jumps or from a low noise level (docs/metrics.md).
+    NaN for both when no two adjacent slices have enough body.
     """
     threshold = body_threshold(volume, modality) if threshold is None else threshold
     sigmas = slice_noise_levels(volume, threshold)
     jumps = np.abs(np.diff(sigmas))
     valid = np.isfinite(jumps)
     if not valid.any():
-        return float("nan")
-    return float(np.mean(jumps[valid]) / np.nanmean(sigmas))
+        return float("nan"), float("nan")
+    return float(np.mean(jumps[valid])), float(np.nanmean(sigmas))
+
+
+def snli(volume: np.ndarray, modality: str = "CT", threshold: float | None = None) -> float:
+    """Slice-wise noise level inconsistency: mean |sigma_i - sigma_{i+1}| / mean sigma, over adjacent slices.
+
+    Acquired slices alternating with smoother synthetic ones make it large; a real thin scan keeps it small.
+    """
+    jump, level = snli_parts(volume, modality, threshold)
+    return jump / level
