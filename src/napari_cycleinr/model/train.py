@@ -28,6 +28,7 @@ import torch
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.intensity import intensity_map
 from napari_cycleinr.model import distributed
+from napari_cycleinr.model.averaging import WeightAverage
 from napari_cycleinr.model.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.model.checkpoint import load_model, save_model
 from napari_cycleinr.model.cycleinr import CycleINR
@@ -284,13 +285,23 @@ def _train(
         start, best = int(state["step"]), float(state["best_psnr"])
         history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
         log(f"resuming at step {start}")
+    average = WeightAverage(model, config.average_decay) if config.average_decay > 0 else None
+    if resume and average is not None:
+        if "average" not in state:
+            raise CycleINRError(f"cannot resume {out} with average_decay: it was trained without averaging")
+        average.load_state_dict(state["average"])
+
+    def kept() -> CycleINR:
+        """What is validated and saved as best: the weight average when there is one."""
+        return average.model if average is not None else model
+
     if main:
         (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     info = {"train_config": config.to_dict()}
     if rank is not None:
         info["world_size"] = rank.world_size
     if start == 0 and main:
-        first = validate(model, validation, torch_device)
+        first = validate(kept(), validation, torch_device)
         history.append({"step": 0, **first})
         log(f"validation before training: PSNR {first['psnr']:.2f} dB, L1 {first['l1']:.5f}")
     model.train()
@@ -318,6 +329,8 @@ def _train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        if average is not None:
+            average.update(model)
         done = step + 1
         if main and (done % config.log_every == 0 or done == config.steps):
             rate = (done - shown) / max(time.perf_counter() - started, 1e-9)
@@ -327,18 +340,20 @@ def _train(
             else:
                 log(line)
         if main and (done % config.validation_every == 0 or done == config.steps):
-            scores = validate(model, validation, torch_device)
+            scores = validate(kept(), validation, torch_device)
             history.append({"step": done, **scores, "loss": loss.item()})
             if is_tty:
                 print(file=sys.stderr)
             log(f"step {done}: validation PSNR {scores['psnr']:.2f} dB, L1 {scores['l1']:.5f}")
             if scores["psnr"] > best:
                 best = scores["psnr"]
-                save_model(model, out / "best.safetensors", {**info, "step": done, "validation": scores})
+                save_model(kept(), out / "best.safetensors", {**info, "step": done, "validation": scores})
         if done % config.checkpoint_every == 0 or done == config.steps:
             if main:
                 save_model(model, out / "last.safetensors", {**info, "step": done})
                 state = {"step": done, "best_psnr": best, "optimizer": optimizer.state_dict()}
+                if average is not None:
+                    state["average"] = average.state_dict()
                 _atomic_torch_save(state, state_path)
                 (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
             if rank is not None:  # no rank runs ahead of a checkpoint it may have to resume from

@@ -51,6 +51,10 @@ class TrainConfig:
     """bf16 autocast on CUDA (the whole step); on a CPU with native bf16 (AVX512-BF16, AMX) the encoder's
     convolutions only, since the decoder's small residuals and the cycle loss need float32's precision."""
     seed: int = 0
+    average_decay: float = 0.0
+    """Above 0: keep an exponential moving average of the weights (model/averaging.py) with this decay per
+    step, and validate and keep (best.safetensors) the average instead of the raw weights; last.safetensors
+    stays the raw weights, to resume from. 0.998 averages over about the last 500 steps."""
     model: ModelConfig = field(default_factory=ModelConfig)
     train_data: tuple[str, ...] = ()
     validation_data: str | None = None
@@ -72,6 +76,8 @@ class TrainConfig:
             raise CycleINRError("train config: grow needs init (the checkpoint to grow)")
         if self.fit not in FIT_LOSSES:
             raise CycleINRError(f"train config: fit must be one of {', '.join(FIT_LOSSES)}")
+        if not 0.0 <= self.average_decay < 1.0:
+            raise CycleINRError("train config: average_decay must be at least 0 and below 1")
         if self.cycle_weight < 0 or self.noise_weight < 0 or not 0.0 <= self.inplane_fraction <= 1.0:
             raise CycleINRError(
                 "train config: cycle_weight >= 0, noise_weight >= 0 and 0 <= inplane_fraction <= 1 are required"
