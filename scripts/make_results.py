@@ -1,13 +1,13 @@
 """Regenerate docs/results.md, its JSON and its figures with the project's own evaluate command.
 
-    python scripts/make_results.py [--size 256] [--slabs 2] [--only validation|other|candidate|figures]
+    python scripts/make_results.py [--size 256] [--slabs 2] [--only validation|other|figures]
 
 Needs ../shared/data (the held-back validation scan LIDC-IDRI-0002 and the real 5 mm scan), the bundled
-model (stage 3), its stage 2 (`runs/default_noise`, 4 encoder blocks), the two stronger-noise-loss models that
-were tried and not taken (`runs/default_wide_noise`: stage 3 fine-tuned with noise weight 0.1;
-`runs/default_deep`: stage 3 grown to 12 blocks, noise weight 0.1), the same growth with stage 3's weight 0.05
-(`runs/stage4_deep`, also not taken), and the ablation study: three runs of 500 steps, identical but for the
-switch under test,
+model (stage 5), its earlier stages (`runs/default_noise`: stage 2, 4 encoder blocks; `runs/default_wide`:
+stage 3, 8 blocks; `runs/stage4_deep`: stage 4, 12 blocks), the two stronger-noise-loss models that were
+tried and not taken (`runs/default_wide_noise`: stage 3 fine-tuned with noise weight 0.1; `runs/default_deep`:
+stage 3 grown to 12 blocks, noise weight 0.1), and the ablation study: three runs of 500 steps, identical but
+for the switch under test,
 
     cycleinr train --config configs/default.toml --out runs/ablation500_full --steps 500
     cycleinr train --config configs/ablation_grid.toml --out runs/ablation500_grid --steps 500
@@ -41,14 +41,12 @@ VARIANTS = {
     "no_cycle_loss_500": "runs/ablation500_no_cycle/best.safetensors",
     "full_500": "runs/ablation500_full/best.safetensors",
     "stage2_4_blocks": "runs/default_noise/best.safetensors",
+    "stage3_8_blocks": "runs/default_wide/best.safetensors",
     "noise_weight_0p1": "runs/default_wide_noise/best.safetensors",
     "grown_12_blocks": "runs/default_deep/best.safetensors",
     "stage4_12_blocks": "runs/stage4_deep/best.safetensors",
 }
-CANDIDATE_METHODS = ["tricubic", "stage4_12_blocks", "cycleinr"]
-"""stage4_12_blocks was tried after the validation tables were made: it is scored beside the bundled model
-alone (`--only candidate`), and is left out of METHODS."""
-METHODS = ["trilinear", "tricubic", *(v for v in VARIANTS if v not in CANDIDATE_METHODS), "cycleinr"]
+METHODS = ["trilinear", "tricubic", *VARIANTS, "cycleinr"]
 TABLE_ROWS = [*METHODS, "cycleinr+dc"]
 """evaluate --consistency adds a +dc row for every model; the tables show the bundled model's."""
 HU_ERROR = 200
@@ -58,8 +56,8 @@ OTHER_SCANS = {
 }
 """Held-out scans unlike the validation scan (3 mm iso CT, a head CT with 3.2 mm pixels, MR): is a stage's
 gain on LIDC real, or learnt for that kind of scan only?"""
-OTHER_METHODS = ["tricubic", "stage2_4_blocks", "noise_weight_0p1", "grown_12_blocks", "stage4_12_blocks",
-                 "cycleinr"]
+OTHER_METHODS = ["tricubic", "stage2_4_blocks", "stage3_8_blocks", "noise_weight_0p1", "grown_12_blocks",
+                 "stage4_12_blocks", "cycleinr"]
 
 
 def make_crops(size: int, slabs: int) -> list[Path]:
@@ -205,7 +203,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--slabs", type=int, default=2)
-    parser.add_argument("--only", choices=["validation", "other", "candidate", "figures"],
+    parser.add_argument("--only", choices=["validation", "other", "figures"],
                         help="one part (default: all)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -230,14 +228,6 @@ def main() -> int:
             table = other_scans_table(results, OTHER_METHODS)
             (OUT / f"table_other_{degradation}.md").write_text(table + "\n")
             print(f"\nother scans, {degradation}\n{table}")
-    if args.only in (None, "candidate"):
-        for degradation in ("average", "skip"):
-            name = f"candidate_{degradation}"
-            command, results = run_evaluate(crops, degradation, name, CANDIDATE_METHODS)
-            commands[name] = command
-            table = other_scans_table(results, CANDIDATE_METHODS)
-            (OUT / f"table_{name}.md").write_text(table + "\n")
-            print(f"\nvalidation scan, candidate, {degradation}\n{table}")
     if args.only in (None, "figures"):
         figure_error_images(crops[1], 5.0)
         figure_scales(crops[1])
