@@ -1,12 +1,13 @@
 """Inference-time levers at the x5 slab-average target (docs/results.md, "Levers tried at x5").
 
-    python scripts/probe_x5_levers.py [--adapt-steps 400] [--candidate runs/stage4_deep/best.safetensors]
+    python scripts/probe_x5_levers.py [--adapt-steps 400] [--compare runs/stage4_deep/best.safetensors]
 
 Scores the bundled model on the two samples of the held-out validation scan that scripts/make_results.py
 writes (runs/eval), alone and with what a user could add at inference time without a better model:
 geometric self-ensembles (the mean over mirrored inputs: z reversed, the 8 in-plane flips and transposes),
-the exact data-consistency step, and adapting to the thick scan itself (`cycleinr adapt`, fixed steps); and,
-as the one lever that needs a new model, a candidate checkpoint (default: stage 4, configs/stage4_deep.toml).
+the exact data-consistency step, and adapting to the thick scan itself (`cycleinr adapt`, fixed steps); and
+another checkpoint to compare with (default: stage 4, configs/stage4_deep.toml, the bundled model before its
+weights were averaged).
 Each row also splits SNLI into its two parts, the mean noise level of the slices and the mean jump of that
 level between neighbours (both in HU; SNLI = jump / level), to show which of the two keeps it high.
 Writes docs/results/x5_levers.json and prints a table.
@@ -99,9 +100,9 @@ def score(rows: dict[str, list[dict]], case: Case, name: str, normalised: np.nda
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--adapt-steps", type=int, default=400)
-    parser.add_argument("--candidate", default="runs/stage4_deep/best.safetensors")
+    parser.add_argument("--compare", default="runs/stage4_deep/best.safetensors")
     args = parser.parse_args()
-    model, candidate = load_model(None), load_model(args.candidate)
+    model, other = load_model(None), load_model(args.compare)
     cell = 1.0 / FACTOR
     rows: dict[str, list[dict]] = {}
     for path in SAMPLES:
@@ -117,8 +118,8 @@ def main() -> int:
         everything = (np.sum(mirrored, axis=0) + flipped) / 9
         score(rows, case, "ensemble in-plane + z (9 passes)", everything, 9 * per_pass)
         started = time.perf_counter()
-        result = predict("cycleinr", case.thick, case.positions, cell, model=candidate)
-        name = f"candidate {Path(args.candidate).parent.name}"
+        result = predict("cycleinr", case.thick, case.positions, cell, model=other)
+        name = Path(args.compare).parent.name
         score(rows, case, name, result, time.perf_counter() - started)
         thick_volume = case.volume.replace(data=case.intensities.denormalise(case.thick).astype(np.float32),
                                            affine=case.volume.affine @ np.diag([FACTOR, 1, 1, 1]))
