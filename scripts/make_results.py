@@ -203,8 +203,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--slabs", type=int, default=2)
-    parser.add_argument("--only", choices=["validation", "other", "figures"],
-                        help="one part (default: all)")
+    parser.add_argument("--only", choices=["validation", "other", "figures"], help="one part (default: all)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     crops = make_crops(args.size, args.slabs)

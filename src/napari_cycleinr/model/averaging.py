@@ -2,7 +2,8 @@
 
 Small batches of random crops make every step's weights a noisy sample of where training is heading: the
 validation PSNR of consecutive checkpoints jumps by +-0.15 dB. Averaging the weights over the last few hundred
-steps removes most of that noise at no cost at inference (docs/model.md, "Averaging the weights").
+steps removes most of that noise at no cost at inference (docs/method.md, "Weight averaging"; docs/model.md,
+stage 5).
 """
 
 from __future__ import annotations
