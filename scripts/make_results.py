@@ -1,6 +1,6 @@
 """Regenerate docs/results.md, its JSON and its figures with the project's own evaluate command.
 
-    python scripts/make_results.py [--size 256] [--slabs 2] [--only validation|other|figures]
+    python scripts/make_results.py [--size 256] [--slabs 2] [--only validation|other|ensemble|figures]
 
 Needs ../shared/data (the held-back validation scan LIDC-IDRI-0002 and the real 5 mm scan), the bundled
 model (stage 5), its earlier stages (`runs/default_noise`: stage 2, 4 encoder blocks; `runs/default_wide`:
@@ -56,6 +56,8 @@ OTHER_SCANS = {
 }
 """Held-out scans unlike the validation scan (3 mm iso CT, a head CT with 3.2 mm pixels, MR): is a stage's
 gain on LIDC real, or learnt for that kind of scan only?"""
+ENSEMBLE_ROWS = ["tricubic", "cycleinr", "cycleinr+ens", "cycleinr+dc", "cycleinr+ens+dc"]
+"""The z self-ensemble (upsample --ensemble) against one pass, with and without data consistency."""
 OTHER_METHODS = ["tricubic", "stage2_4_blocks", "stage3_8_blocks", "noise_weight_0p1", "grown_12_blocks",
                  "stage4_12_blocks", "cycleinr"]
 
@@ -110,6 +112,20 @@ def other_scans_table(results: list[dict], methods: list[str]) -> str:
         rows.append(f"| {scan} | {r['factor']:g} | {base:.2f} | " + " | ".join(cells) + " |")
     rows.append("| mean gain | | | " + " | ".join(f"**{np.mean(g):+.2f}**" for g in gains.values()) + " |")
     return "\n".join(rows)
+
+
+def ensemble_table(results: list[dict]) -> str:
+    """Per factor (means over the references): tricubic, the bundled model alone, with the z self-ensemble,
+    and either after the exact data-consistency step (when scored): PSNR dB / SNLI, and seconds per volume."""
+    rows = [r for r in ENSEMBLE_ROWS if r in results[0]["methods"]]
+    lines = ["| x | " + " | ".join(rows) + " | seconds (cycleinr, +ens) |", "|---" * (len(rows) + 2) + "|"]
+    for factor in sorted({r["factor"] for r in results}):
+        subset = [r for r in results if r["factor"] == factor]
+        mean = lambda method, key: np.mean([r["methods"][method][key] for r in subset])  # noqa: E731
+        cells = [f"{mean(m, 'psnr'):.2f} / {mean(m, 'snli'):.4f}" for m in rows]
+        seconds = f"{mean('cycleinr', 'seconds'):.1f}, {mean('cycleinr+ens', 'seconds'):.1f}"
+        lines.append(f"| {factor:g} | " + " | ".join(cells) + f" | {seconds} |")
+    return "\n".join(lines)
 
 
 def summary_table(results: list[dict]) -> str:
@@ -203,7 +219,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--slabs", type=int, default=2)
-    parser.add_argument("--only", choices=["validation", "other", "figures"], help="one part (default: all)")
+    parser.add_argument("--only", choices=["validation", "other", "ensemble", "figures"], help="one part (default: all)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     crops = make_crops(args.size, args.slabs)
@@ -227,6 +243,23 @@ def main() -> int:
             table = other_scans_table(results, OTHER_METHODS)
             (OUT / f"table_other_{degradation}.md").write_text(table + "\n")
             print(f"\nother scans, {degradation}\n{table}")
+    if args.only in (None, "ensemble"):
+        for degradation in ("average", "skip"):
+            name = f"ensemble_{degradation}"
+            command, results = run_evaluate(crops, degradation, name, ["tricubic", "cycleinr"], "--ensemble",
+                                            "--consistency")
+            commands[name] = command
+            other = []
+            for modality, scans in OTHER_SCANS.items():
+                name = f"ensemble_other_{modality.lower()}_{degradation}"
+                command, part = run_evaluate(scans, degradation, name, ["tricubic", "cycleinr"], "--ensemble",
+                                             "--modality", modality)
+                commands[name] = command
+                other += part
+            table = ensemble_table(results) + "\n\nOther scans, PSNR gain over tricubic:\n\n"
+            table += other_scans_table(other, ["tricubic", "cycleinr", "cycleinr+ens"])
+            (OUT / f"table_ensemble_{degradation}.md").write_text(table + "\n")
+            print(f"\nz self-ensemble, {degradation}\n{table}")
     if args.only in (None, "figures"):
         figure_error_images(crops[1], 5.0)
         figure_scales(crops[1])

@@ -59,8 +59,7 @@ def predictions(model, thick: np.ndarray, positions: np.ndarray) -> tuple[list[n
     cell = 1.0 / FACTOR
     mirrored = [inplane(predict("cycleinr", inplane(thick, k), positions, cell, model=model), k, inverse=True)
                 for k in range(8)]
-    reversed_z = np.ascontiguousarray(thick[::-1])
-    flipped = predict("cycleinr", reversed_z, (len(thick) - 1) - positions[::-1], cell, model=model)[::-1]
+    flipped = predict("cycleinr", thick, positions, cell, mirrored=True, model=model)  # upsample --ensemble's pass
     return mirrored, flipped
 
 

@@ -123,6 +123,21 @@ def test_upsample_consistency_lowers_the_residual(tmp_path, tiny_checkpoint):
     assert after.max <= 0.5 + 1e-6 < before.max
 
 
+def test_upsample_ensemble_averages_two_passes_and_is_refused_for_interpolation(tmp_path, tiny_checkpoint):
+    from napari_cycleinr.io import read_volume
+
+    plain, both = tmp_path / "plain.nii.gz", tmp_path / "both.nii.gz"
+    for path, extra in ((plain, []), (both, ["--ensemble"])):
+        result = cycleinr("upsample", CT_3MM, "-o", path, "--factor", "2", "--model", tiny_checkpoint, *extra)
+        assert result.returncode == 0, result.stderr
+    assert "cycleinr (z ensemble) on cpu" in result.stdout
+    difference = read_volume(both).data.astype(float) - read_volume(plain).data
+    assert 0 < np.abs(difference).max() < 200
+    out = tmp_path / "tricubic.nii.gz"
+    refused = cycleinr("upsample", CT_3MM, "-o", out, "--factor", "2", "--method", "tricubic", "--ensemble")
+    assert refused.returncode == 2 and "cycleinr method" in refused.stderr and not out.exists()
+
+
 def test_evaluate_prints_a_table_and_writes_json_and_plot(tmp_path, tiny_checkpoint):
     from tests.conftest import CT_HEAD
 

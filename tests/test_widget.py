@@ -140,6 +140,7 @@ def test_end_to_end_on_the_sample_with_reference_and_consistency(
         "method": "cycleinr",
         "model": str(tiny_checkpoint),
         "device": "auto",
+        "ensemble": False,
     }
 
     np.testing.assert_array_equal(error.data, sr.data.astype(np.float32) - thin.data.astype(np.float32))
@@ -266,6 +267,31 @@ def test_bundled_default_model_runs(viewer_and_widget, qtbot, notes):
     record = viewer.layers["small_SRx2"].metadata[KEY]["volume_metadata"]["super_resolution"]
     assert record["model"].endswith("default.safetensors")
     assert record["parameters"]["model"] == "bundled default"
+    assert_no_traceback_notifications(notes)
+
+
+def test_mirror_ensemble_is_offered_for_the_model_only_and_recorded(viewer_and_widget, qtbot, notes, tiny_checkpoint):
+    from napari_cycleinr.model.checkpoint import load_model
+    from napari_cycleinr.model.infer import super_resolve
+
+    viewer, widget = viewer_and_widget
+    small, _ = small_sample(viewer, size=32)
+    widget._input.value = small
+    widget._target_kind.value = "factor"
+    widget._values.value = "3"
+    use_checkpoint(widget, tiny_checkpoint)
+    widget._ensemble.value = True
+    widget._method.value = "tricubic"
+    assert widget._ensemble.native.isHidden() and not widget._make_job().ensemble
+    widget._method.value = "cycleinr"
+    assert not widget._ensemble.native.isHidden()
+    run(widget, qtbot)
+    layer = viewer.layers["thick_SRx3"]
+    record = layer.metadata[KEY]["volume_metadata"]["super_resolution"]
+    assert record["parameters"]["ensemble"] is True and record["ensemble"] == "z mirror, 2 passes"
+    volume = layer_to_volume(small.data, layer_meta(small))
+    expected = super_resolve(volume, factor=3, model=load_model(tiny_checkpoint), device="cpu", ensemble=True)
+    np.testing.assert_array_equal(np.asarray(layer.data), expected.data)
     assert_no_traceback_notifications(notes)
 
 

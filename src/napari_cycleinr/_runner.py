@@ -125,6 +125,8 @@ class Job:
     """Fine-tune the model on this scan's in-plane data for this many minutes first (None: no adaptation)."""
     adapt_steps: int | None = None
     """Fine-tune for a fixed number of steps instead (reproducible, and fast in tests); wins over minutes."""
+    ensemble: bool = False
+    """Average with a second pass on the scan reversed along z (cycleinr only; twice the time)."""
     exact_consistency: bool = False
     """Correct each output so that, degraded back onto the acquired slices, it reproduces the input."""
     profile: str = "average"
@@ -237,7 +239,10 @@ def _execute(
             report(Update(step, total, f"{target.suffix}: block {done} of {blocks}"))
 
         report(Update(base, total, f"{target.suffix}: {target.n_in} -> {target.n_out} slices"))
-        kwargs = dict(method=job.method, progress=progress, cancel=cancelled, **target.super_resolve_kwargs())
+        kwargs = dict(
+            method=job.method, progress=progress, cancel=cancelled, ensemble=job.ensemble,
+            **target.super_resolve_kwargs(),
+        )
         status = f"{target.suffix}: GPU out of memory, going on on the CPU"
         result, model, device = _with_cpu_fallback(
             lambda m, d: super_resolve(job.volume, model=m, device=d, **kwargs),  # noqa: B023 - called here
@@ -261,6 +266,7 @@ def _execute(
                 "method": job.method,
                 "model": job.checkpoint or "bundled default",
                 "device": job.device,
+                "ensemble": job.ensemble,
             },
             input_layer=job.input_name,
             slices=[target.n_in, target.n_out],

@@ -134,6 +134,12 @@ class SuperResolutionWidget(Container):
             visible=False,
             tooltip="time budget of the adaptation on this machine (then the super-resolution runs as usual)",
         )
+        self._ensemble = CheckBox(
+            text="mirror ensemble (2x time)",
+            value=False,
+            tooltip="also runs the model on the scan reversed along z and averages the two answers: a little "
+            "more accurate and with smoother noise, for twice the time",
+        )
         self._exact = CheckBox(
             text="exact data consistency",
             value=False,
@@ -181,6 +187,7 @@ class SuperResolutionWidget(Container):
                 self._consistency,
                 self._adapt,
                 self._adapt_minutes,
+                self._ensemble,
                 self._exact,
                 self._profile,
                 self._thickness,
@@ -253,6 +260,7 @@ class SuperResolutionWidget(Container):
         """Adapt only for cycleinr; its minutes only when ticked; the slice profile and thickness when either
         option is."""
         self._adapt.visible = self._method.value == "cycleinr"
+        self._ensemble.visible = self._method.value == "cycleinr"
         self._adapt_minutes.visible = self.adapting
         needs_profile = self.adapting or bool(self._exact.value)
         self._profile.visible = needs_profile
@@ -331,6 +339,7 @@ class SuperResolutionWidget(Container):
             reference_name=reference_layer.name if reference_layer is not None else "reference",
             consistency=bool(self._consistency.value),
             adapt_minutes=float(self._adapt_minutes.value) if self.adapting else None,
+            ensemble=bool(self._ensemble.value) and self._method.value == "cycleinr",
             exact_consistency=bool(self._exact.value),
             profile=self._profile.value,
             thickness=thickness_over_spacing(float(self._thickness.value), volume.spacing[0]),

@@ -123,6 +123,7 @@ def process_folder(
     overwrite: bool = False,
     threads: int = 0,
     consistency: tuple[str, float] | None = None,
+    ensemble: bool = False,
     rank: int | None = None,
     world_size: int | None = None,
     log: Log = print,
@@ -134,7 +135,8 @@ def process_folder(
 
     rank and world_size default to torchrun's RANK and WORLD_SIZE (and then the ranks pool their reports at
     the end); given explicitly, this process just does its share and meets no one. consistency = (slice
-    profile, thickness over spacing) adds the exact data-consistency step to each output.
+    profile, thickness over spacing) adds the exact data-consistency step to each output; ensemble runs
+    each scan twice, the second time reversed along z, and writes the mean (super_resolve).
     """
     import torch
 
@@ -142,7 +144,7 @@ def process_folder(
     from napari_cycleinr.io import read_volume, write_volume
     from napari_cycleinr.model.consistency import make_consistent
     from napari_cycleinr.model.distributed import rank_and_world, shard, threads_per_process
-    from napari_cycleinr.model.infer import InferenceOptions, resolve_device, super_resolve
+    from napari_cycleinr.model.infer import InferenceOptions, check_ensemble, resolve_device, super_resolve
 
     source_dir, target_dir = check_folders(input_dir, output_dir)
     from_torchrun = rank is None or world_size is None
@@ -154,6 +156,7 @@ def process_folder(
         z_grid(2, 1.0, factor=factor)  # a bad factor is one error for the run, not one per file
     elif not (math.isfinite(spacing) and spacing > 0):  # type: ignore[arg-type]
         raise CycleINRError(f"the target spacing must be a positive number of mm, got {spacing}")
+    check_ensemble(method, ensemble)
     torch_device = resolve_device(device)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     if world_size > 1 and torch_device.type == "cuda":
@@ -195,7 +198,7 @@ def process_folder(
             volume = read_volume(path, axis=axis)
             result = super_resolve(
                 volume, factor=factor, spacing=spacing, method=method, model=network, device=torch_device,
-                modality=modality, keep_dtype=keep_dtype, options=options, cancel=cancel,
+                modality=modality, keep_dtype=keep_dtype, options=options, cancel=cancel, ensemble=ensemble,
             )
             if consistency is not None:
                 make_consistent(result, volume, *consistency, cancel=cancel)

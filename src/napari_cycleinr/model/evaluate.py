@@ -55,11 +55,14 @@ def evaluate_volume(
     device: Any = None,
     keep_outputs: bool = False,
     consistency: bool = False,
+    ensemble: bool = False,
 ) -> dict[str, Any]:
     """Scores of each method on one reference. `models` maps method names to CycleINR modules.
 
     consistency adds a "<model>+dc" row per model: its output after the exact data-consistency step with
-    the degradation that made the thick slices (the slice profile a real scan would need to be told)."""
+    the degradation that made the thick slices (the slice profile a real scan would need to be told).
+    ensemble adds a "<model>+ens" row per model: the mean with its answer on the input reversed along z
+    (what `upsample --ensemble` writes), and with consistency a "<model>+ens+dc" row."""
     if not (math.isfinite(factor) and factor > 1):
         raise CycleINRError(f"the factor must be above 1, got {factor}")
     thick, reference, positions, intensities = simulate_thick(volume, factor, degradation, modality)
@@ -83,11 +86,19 @@ def evaluate_volume(
         else:
             raise CycleINRError(f"unknown method {method!r}: not a baseline and no model was given for it")
         rows = {method: (normalised, time.perf_counter() - started)}
-        if consistency and method not in BASELINES:
+        if ensemble and method not in BASELINES:
             started = time.perf_counter()
-            corrected = normalised.copy()
-            project(corrected, thick, degradation_matrix(len(positions), factor, degradation, n_thick=thick.shape[0]))
-            rows[f"{method}+dc"] = (corrected, rows[method][1] + time.perf_counter() - started)
+            mirrored = predict(
+                "cycleinr", thick, positions, 1.0 / factor, mirrored=True, model=models[method], device=device
+            )
+            rows[f"{method}+ens"] = ((normalised + mirrored) / 2, rows[method][1] + time.perf_counter() - started)
+        if consistency and method not in BASELINES:
+            operator = degradation_matrix(len(positions), factor, degradation, n_thick=thick.shape[0])
+            for name, (values, seconds) in list(rows.items()):
+                started = time.perf_counter()
+                corrected = values.copy()
+                project(corrected, thick, operator)
+                rows[f"{name}+dc"] = (corrected, seconds + time.perf_counter() - started)
         for name, (values, seconds) in rows.items():
             output = intensities.denormalise(values)
             result["methods"][name] = {
