@@ -26,6 +26,18 @@ def test_ensemble_is_the_mean_with_the_mirrored_scan(ct_volume, tiny_model, fast
     assert both.affine.tolist() == super_resolve(ct_volume, **run).affine.tolist()
 
 
+@pytest.mark.parametrize("slices", [2, 3, 5])
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_few_slices_of_any_type(tiny_model, slices, dtype):
+    data = np.random.default_rng(slices).normal(0, 300, size=(slices, 12, 14)).astype(dtype)
+    volume = Volume.from_spacing(data, (5.0, 1.0, 1.0))
+    run = dict(factor=2.5, model=tiny_model, device="cpu", keep_dtype=False)
+    both = super_resolve(volume, ensemble=True, **run).data
+    plain = super_resolve(volume, **run).data
+    mirrored = super_resolve(reversed_z(volume), **run).data[::-1]
+    np.testing.assert_allclose(both, (plain + mirrored) / 2, atol=1e-3)
+
+
 def test_integer_output_is_rounded_once_more_and_no_further(ct_volume, tiny_model):
     run = dict(factor=3, model=tiny_model, device="cpu")
     exact = super_resolve(ct_volume, ensemble=True, keep_dtype=False, **run).data
@@ -57,12 +69,16 @@ def test_interpolation_has_no_ensemble(ct_volume):
         super_resolve(ct_volume, factor=2, method="tricubic", ensemble=True)
 
 
-def test_predict_mirrored_and_evaluate_rows(ct_volume, tiny_model):
-    lr = np.random.default_rng(0).normal(size=(7, 20, 24)).astype(np.float32)
-    positions = (np.arange(14) + 0.5) / 2 - 0.5
+@pytest.mark.parametrize("slices", [2, 3, 5, 7, 30])
+def test_predict_mirrored_is_the_answer_on_the_reversed_input(tiny_model, slices):
+    lr = np.random.default_rng(slices).normal(size=(slices, 20, 24)).astype(np.float32)
+    positions = (np.arange(2 * slices) + 0.5) / 2 - 0.5
     direct = predict("cycleinr", lr, positions, 0.5, mirrored=True, model=tiny_model)
     by_hand = predict("cycleinr", lr[::-1].copy(), positions, 0.5, model=tiny_model)[::-1]
     np.testing.assert_allclose(direct, by_hand, atol=1e-5)
+
+
+def test_evaluate_scores_the_ensemble_with_and_without_consistency(ct_volume, tiny_model):
 
     result = evaluate_volume(
         ct_volume, 3, "average", {"cycleinr": tiny_model}, ["tricubic", "cycleinr"], device="cpu",

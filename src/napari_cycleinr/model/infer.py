@@ -767,7 +767,8 @@ def mirrored_blocks(method: str, lr: np.ndarray, positions: np.ndarray, cell: fl
     """
     n_in, n_out = len(lr), len(positions)
     mirrored = (n_in - 1) - positions[::-1]
-    source = lr.reversed_z() if isinstance(lr, _Normalised) else lr[::-1]
+    # a copy, not a view: torch refuses the negative strides of a reversed one-slice chunk
+    source = lr.reversed_z() if isinstance(lr, _Normalised) else np.ascontiguousarray(lr[::-1])
     for block in method_blocks(method, source, mirrored, cell, **kwargs):
         start, stop, _ = block.out_slices.indices(n_out)
         yield Block(slice(n_out - stop, n_out - start), block.rows, block.cols, block.values[::-1])
