@@ -50,11 +50,11 @@ def test_every_scan_is_processed_and_a_bad_one_does_not_stop_the_rest(folder, tm
 
 
 def test_folders_take_the_exact_data_consistency_step(folder, tmp_path, tiny_checkpoint):
-    from napari_cycleinr.model.consistency import consistency_residual
+    from napari_cycleinr.model.consistency import ConsistencyOptions, consistency_residual
 
     out = tmp_path / "out"
     report = process_folder(
-        folder, out, factor=3, model=tiny_checkpoint, device="cpu", consistency=("skip", 1.0), log=_quiet
+        folder, out, factor=3, model=tiny_checkpoint, device="cpu", consistency=ConsistencyOptions("skip"), log=_quiet
     )
     assert report.count("done") == 2
     for source in (CT_3MM, MR_3MM):

@@ -68,6 +68,7 @@ def test_spacing_tiff_output_and_baselines(tmp_path, tiny_checkpoint):
         (["adapt", CT_3MM, "-o", "{out}", "--factor", "2", "--thickness", "9"], "thickness"),
         (["adapt", CT_3MM, "-o", "{out}", "--factor", "2", "--noise-weight", "-1"], "noise weight"),
         (["adapt", "{tmp}", "-o", "{out}", "--factor", "2"], "one scan at a time"),
+        (["upsample", CT_3MM, "-o", "{out}", "--factor", "2", "--consistency-smoothing", "-1"], "smoothing"),
         (["adapt", CT_3MM, "-o", "{out}", "--factor", "2", "--save-model", "{tmp}/model.pt"], "writes a .safetensors"),
     ],
 )
@@ -113,14 +114,16 @@ def test_upsample_consistency_lowers_the_residual(tmp_path, tiny_checkpoint):
     from napari_cycleinr.io import read_volume
     from napari_cycleinr.model.consistency import consistency_residual
 
-    plain, exact = tmp_path / "plain.nii.gz", tmp_path / "exact.nii.gz"
-    for path, extra in ((plain, []), (exact, ["--consistency", "--profile", "gaussian"])):
+    plain, exact, smooth = tmp_path / "plain.nii.gz", tmp_path / "exact.nii.gz", tmp_path / "smooth.nii.gz"
+    consistency = ["--consistency", "--profile", "gaussian"]
+    for path, extra in ((plain, []), (exact, consistency), (smooth, [*consistency, "--consistency-smoothing", "1"])):
         result = cycleinr("upsample", CT_3MM, "-o", path, "--factor", "3", "--model", tiny_checkpoint, "-q", *extra)
         assert result.returncode == 0, result.stderr
     source = read_volume(CT_3MM).data
     before = consistency_residual(read_volume(plain).data, source, "gaussian")
     after = consistency_residual(read_volume(exact).data, source, "gaussian")
     assert after.max <= 0.5 + 1e-6 < before.max
+    assert after.rms < consistency_residual(read_volume(smooth).data, source, "gaussian").rms < before.rms
 
 
 def test_upsample_ensemble_averages_two_passes_and_is_refused_for_interpolation(tmp_path, tiny_checkpoint):

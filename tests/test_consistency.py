@@ -5,6 +5,8 @@ import torch
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.io import read_volume
 from napari_cycleinr.model.consistency import (
+    MAX_SMOOTHING,
+    ConsistencyOptions,
     consistency_residual,
     enforce_consistency,
     make_consistent,
@@ -75,3 +77,46 @@ def test_evaluate_scores_the_consistent_output_which_is_never_worse(tiny_model, 
     result = evaluate_volume(volume, 4.0, degradation, models, ["tricubic", "tiny"], device="cpu", consistency=True)
     assert set(result["methods"]) == {"tricubic", "tiny", "tiny+dc"}  # interpolations get no +dc row
     assert result["methods"]["tiny+dc"]["psnr"] >= result["methods"]["tiny"]["psnr"] - 1e-6
+
+
+def test_smoothing_corrects_the_coarse_residual_only_and_tiles_do_not_show():
+    from scipy import ndimage
+
+    thin, thick = _thin_and_thick("average")
+    noisy = thick + np.random.default_rng(1).normal(0, 20, thick.shape)  # the thick slices' own noise
+    guess = ndimage.gaussian_filter(thin, (2, 0, 0))  # an over-smooth answer
+    w = output_degradation(thick.shape[0], thin.shape[0], "average").numpy()
+    blur = lambda v: ndimage.gaussian_filter(v, (0, 1.5, 1.5), mode="reflect")  # noqa: E731
+
+    whole = guess.copy()
+    report = enforce_consistency(whole, noisy, "average", tile=64, smoothing=1.5)
+    before = noisy - np.einsum("io,ohw->ihw", w, guess)
+    after = noisy - np.einsum("io,ohw->ihw", w, whole)
+    np.testing.assert_allclose(after, before - blur(before), atol=1e-6)  # the coarse part is gone, the fine
+    assert 10 < report.after.rms < report.before.rms  # grain (mostly the thick slices' noise) is left alone
+    assert report.as_dict()["smoothing_pixels"] == 1.5 and "sigma 1.5 px" in report.summary()
+
+    tiled = guess.copy()
+    enforce_consistency(tiled, noisy, "average", tile=5, smoothing=1.5)  # 5-row tiles, 6-row halo
+    np.testing.assert_allclose(tiled, whole, atol=1e-9)
+
+    exact = guess.copy()
+    enforce_consistency(exact, noisy, "average")
+    noise_added = lambda out: np.std(out - guess)  # noqa: E731
+    assert noise_added(whole) < noise_added(exact)
+
+
+@pytest.mark.parametrize("smoothing", [-1.0, float("nan"), MAX_SMOOTHING + 1])
+def test_bad_smoothing_is_explained(smoothing):
+    with pytest.raises(CycleINRError, match="smoothing"):
+        enforce_consistency(np.zeros((40, 8, 8)), np.zeros((10, 8, 8)), smoothing=smoothing)
+    with pytest.raises(CycleINRError, match="smoothing"):
+        ConsistencyOptions(smoothing=smoothing)
+    with pytest.raises(CycleINRError, match="slice profile"):
+        ConsistencyOptions("box")
+
+
+def test_the_widget_offers_the_same_range():
+    from napari_cycleinr._widget import SMOOTHING_MAX
+
+    assert SMOOTHING_MAX == MAX_SMOOTHING

@@ -125,6 +125,12 @@ def test_exact_consistency_alone_on_an_interpolation(small_ct):
     assert record["data_consistency"]["residual_after"]["max"] <= 0.5 + 1e-6
     assert consistency_residual(output.volume.data, small_ct.data).max <= 0.5 + 1e-6
 
+    smoothed, _ = updates_of(
+        make_job(small_ct, "2", method="tricubic", exact_consistency=True, consistency_smoothing=1.0)
+    )
+    record = record_of(smoothed.outputs[0])["data_consistency"]
+    assert record["smoothing_pixels"] == 1.0 and record["residual_after"]["rms"] > 0.5  # the fine grain is kept
+
 
 def test_cancel_during_adaptation_adds_nothing(small_ct, tiny_checkpoint):
     stop = threading.Event()
@@ -153,6 +159,7 @@ def test_adaptation_needs_the_model(small_ct, method):
         ({"adapt_steps": 0}, "steps"),
         ({"exact_consistency": True, "profile": "box"}, "slice profile"),
         ({"exact_consistency": True, "thickness": float("nan")}, "thickness"),
+        ({"exact_consistency": True, "consistency_smoothing": -1.0}, "smoothing"),
     ],
 )
 def test_bad_options_are_explained_before_any_work(small_ct, tiny_checkpoint, options, message):
@@ -204,6 +211,7 @@ def test_widget_adapts_and_makes_consistent(
     use_checkpoint(widget, tiny_checkpoint)
     assert hidden(widget._adapt_minutes) and hidden(widget._profile) and not hidden(widget._adapt)
     assert hidden(widget._thickness) and widget._thickness.native.text() == "same as spacing"
+    assert hidden(widget._smoothing)
 
     widget._adapt.value = True
     assert not hidden(widget._adapt_minutes) and not hidden(widget._profile) and not hidden(widget._thickness)
@@ -211,6 +219,7 @@ def test_widget_adapts_and_makes_consistent(
     assert (widget._adapt_minutes.min, widget._adapt_minutes.max) == (0.5, 60.0)
     widget._adapt_minutes.value = 0.5
     widget._exact.value = True
+    assert not hidden(widget._smoothing) and widget._smoothing.value == 0.0
     widget._profile.value = "gaussian"
     widget._thickness.value = 1.5 * small_ct.spacing[0]  # thicker than their spacing: overlapping slices
 
@@ -227,6 +236,7 @@ def test_widget_adapts_and_makes_consistent(
     monkeypatch.undo()
     (job,) = jobs
     assert job.adapt_minutes == 0.5 and job.exact_consistency and job.profile == "gaussian"
+    assert job.consistency_smoothing == 0.0
     assert job.thickness == pytest.approx(1.5)
     assert widget._progress.value == widget._progress.max == ADAPT_STEPS + STEPS_PER_TARGET
 
@@ -246,7 +256,7 @@ def test_widget_adapts_and_makes_consistent(
     widget._method.value = "tricubic"
     assert hidden(widget._adapt) and hidden(widget._adapt_minutes) and not hidden(widget._profile)
     widget._exact.value = False
-    assert hidden(widget._profile) and hidden(widget._thickness)
+    assert hidden(widget._profile) and hidden(widget._thickness) and hidden(widget._smoothing)
     run(widget, qtbot)  # the adapt tick left from cycleinr is ignored, not an error
     rerun = viewer.layers["ct_SRx2.5"].metadata[KEY]["volume_metadata"]["super_resolution"]
     assert rerun["method"] == "tricubic" and "adaptation" not in rerun and "data_consistency" not in rerun

@@ -129,6 +129,8 @@ class Job:
     """Average with a second pass on the scan reversed along z (cycleinr only; twice the time)."""
     exact_consistency: bool = False
     """Correct each output so that, degraded back onto the acquired slices, it reproduces the input."""
+    consistency_smoothing: float = 0.0
+    """Correct only the residual's in-plane low frequencies (Gaussian sigma, pixels); 0: all of it."""
     profile: str = "average"
     """Slice profile of the scan (average, gaussian, skip): used by adaptation and exact consistency."""
     thickness: float = 1.0
@@ -253,7 +255,9 @@ def _execute(
             from napari_cycleinr.model.consistency import make_consistent
 
             report(Update(base + STEPS_PER_TARGET, total, f"{target.suffix}: exact data consistency"))
-            corrected = make_consistent(result, job.volume, job.profile, job.thickness, cancel=cancelled)
+            corrected = make_consistent(
+                result, job.volume, job.profile, job.thickness, cancel=cancelled, smoothing=job.consistency_smoothing
+            )
             outcome.notices.append(f"{target.suffix}: {corrected.summary()}")
             check()
         sr_name = f"{job.input_name}_{target.suffix}"
@@ -311,9 +315,11 @@ def _check_scan_options(job: Job) -> Any:
         raise CycleINRError(ADAPT_NEEDS_CYCLEINR.format(method=job.method))
     if not (job.adapting or job.exact_consistency):
         return None
+    from napari_cycleinr.model.consistency import check_smoothing
     from napari_cycleinr.model.degrade import check_slice_profile
 
     check_slice_profile(job.profile, job.thickness)
+    check_smoothing(job.consistency_smoothing)
     if not job.adapting:
         return None
     from napari_cycleinr.model.adapt import AdaptOptions

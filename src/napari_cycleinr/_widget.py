@@ -66,6 +66,8 @@ VIEW_3D_ANGLES = (-70.0, 20.0, -10.0)
 """An oblique view from above (z, y, x data): slices, surfaces and vessels all show their depth."""
 ADAPT_MINUTES = (3.0, 0.5, 60.0)
 """Default, minimum and maximum of the adaptation time budget (minutes)."""
+SMOOTHING_MAX = 10.0
+"""model.consistency.MAX_SMOOTHING, not imported from there: that would import torch when the dock opens."""
 
 
 class SuperResolutionWidget(Container):
@@ -146,6 +148,17 @@ class SuperResolutionWidget(Container):
             tooltip="corrects the output so that, averaged back onto the acquired slices, it reproduces them "
             "exactly (up to integer rounding); the smallest change that does so, in seconds",
         )
+        self._smoothing = FloatSpinBox(
+            label="consistency smoothing (px)",
+            value=0.0,
+            min=0.0,
+            max=SMOOTHING_MAX,
+            step=0.5,
+            visible=False,
+            tooltip="correct only the coarse part of the disagreement (a Gaussian of this many pixels), leaving "
+            "the thick slices' own noise out of the correction: even noise (no slab-wise horizontal lines) "
+            "for a little less fidelity. 0: the exact correction",
+        )
         self._profile = ComboBox(
             label="slice profile",
             choices=PROFILES,
@@ -189,6 +202,7 @@ class SuperResolutionWidget(Container):
                 self._adapt_minutes,
                 self._ensemble,
                 self._exact,
+                self._smoothing,
                 self._profile,
                 self._thickness,
                 self._run,
@@ -257,12 +271,13 @@ class SuperResolutionWidget(Container):
         return bool(self._adapt.value) and self._method.value == "cycleinr"
 
     def _update_scan_options(self, _value: Any = None) -> None:
-        """Adapt only for cycleinr; its minutes only when ticked; the slice profile and thickness when either
-        option is."""
+        """Adapt and the ensemble only for cycleinr; the minutes only when adapting, the smoothing only with
+        exact consistency; the slice profile and thickness when either option is ticked."""
         self._adapt.visible = self._method.value == "cycleinr"
         self._ensemble.visible = self._method.value == "cycleinr"
         self._adapt_minutes.visible = self.adapting
         needs_profile = self.adapting or bool(self._exact.value)
+        self._smoothing.visible = bool(self._exact.value)
         self._profile.visible = needs_profile
         self._thickness.visible = needs_profile
 
@@ -341,6 +356,7 @@ class SuperResolutionWidget(Container):
             adapt_minutes=float(self._adapt_minutes.value) if self.adapting else None,
             ensemble=bool(self._ensemble.value) and self._method.value == "cycleinr",
             exact_consistency=bool(self._exact.value),
+            consistency_smoothing=float(self._smoothing.value),
             profile=self._profile.value,
             thickness=thickness_over_spacing(float(self._thickness.value), volume.spacing[0]),
         )

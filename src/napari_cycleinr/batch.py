@@ -18,10 +18,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from napari_cycleinr.errors import Cancelled, CycleINRError
 from napari_cycleinr.io import is_supported
+
+if TYPE_CHECKING:  # torch is imported only when a folder is processed
+    from napari_cycleinr.model.consistency import ConsistencyOptions
 
 Log = Callable[[str], None]
 
@@ -122,7 +125,7 @@ def process_folder(
     axis: str | None = None,
     overwrite: bool = False,
     threads: int = 0,
-    consistency: tuple[str, float] | None = None,
+    consistency: ConsistencyOptions | None = None,
     ensemble: bool = False,
     rank: int | None = None,
     world_size: int | None = None,
@@ -134,8 +137,8 @@ def process_folder(
     file are recorded in the report and the run goes on.
 
     rank and world_size default to torchrun's RANK and WORLD_SIZE (and then the ranks pool their reports at
-    the end); given explicitly, this process just does its share and meets no one. consistency = (slice
-    profile, thickness over spacing) adds the exact data-consistency step to each output; ensemble runs
+    the end); given explicitly, this process just does its share and meets no one. consistency adds the
+    data-consistency step to each output; ensemble runs
     each scan twice, the second time reversed along z, and writes the mean (super_resolve).
     """
     import torch
@@ -201,7 +204,10 @@ def process_folder(
                 modality=modality, keep_dtype=keep_dtype, options=options, cancel=cancel, ensemble=ensemble,
             )
             if consistency is not None:
-                make_consistent(result, volume, *consistency, cancel=cancel)
+                make_consistent(
+                    result, volume, consistency.profile, consistency.thickness, cancel=cancel,
+                    smoothing=consistency.smoothing,
+                )
             write_volume(result, target, refuse=[path])
         except (Cancelled, KeyboardInterrupt):
             raise

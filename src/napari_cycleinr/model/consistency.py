@@ -9,15 +9,22 @@ per pixel), the step is the orthogonal projection onto {x : W x = y}:
 Any volume that really produced the input lies in that set, so the projection can only bring the output
 closer to it (in the least-squares sense): it never costs PSNR when the slice profile is right. Columns are
 independent, so the step runs over in-plane tiles and works on memory-mapped outputs of any size.
+
+With smoothing > 0 only the in-plane low frequencies of the residual y - W x (a Gaussian of that many pixels)
+are corrected. The residual's fine grain is mostly the thick slices' own noise; spread over each slab by the
+exact step it comes back as slab-to-slab jumps of the noise level, the horizontal lines SNLI measures
+(docs/method.md, "Exact data consistency").
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.intensity import cast_like
@@ -27,6 +34,8 @@ from napari_cycleinr.volume import Volume
 
 RIDGE = 1e-9
 """Tikhonov term relative to the largest eigenvalue of W W^T: keeps wide overlapping profiles solvable."""
+MAX_SMOOTHING = 10.0
+"""Pixels: beyond this the step corrects little but the mean, which is not what anyone asks for."""
 
 
 @dataclass(frozen=True)
@@ -47,20 +56,44 @@ class ConsistencyReport:
     """Slice thickness over slice spacing of the input (1: contiguous slices)."""
     before: Residual
     after: Residual
+    smoothing: float = 0.0
+    """In-plane Gaussian sigma (pixels) of the part of the residual that was corrected; 0: all of it."""
 
     def as_dict(self) -> dict:
         return {
             "profile": self.profile,
             "thickness_over_spacing": self.thickness,
+            "smoothing_pixels": self.smoothing,
             "residual_before": self.before.as_dict(),
             "residual_after": self.after.as_dict(),
         }
 
     def summary(self) -> str:
+        part = f", in-plane sigma {self.smoothing:g} px" if self.smoothing else ""
         return (
-            f"data consistency ({self.profile} profile): residual RMS {self.before.rms:.3g} -> {self.after.rms:.3g}, "
-            f"max {self.before.max:.3g} -> {self.after.max:.3g}"
+            f"data consistency ({self.profile} profile{part}): residual RMS {self.before.rms:.3g} -> "
+            f"{self.after.rms:.3g}, max {self.before.max:.3g} -> {self.after.max:.3g}"
         )
+
+
+def check_smoothing(smoothing: float) -> None:
+    if not (math.isfinite(smoothing) and 0 <= smoothing <= MAX_SMOOTHING):
+        raise CycleINRError(f"the consistency smoothing must be 0 to {MAX_SMOOTHING:g} pixels, got {smoothing:g}")
+
+
+@dataclass(frozen=True)
+class ConsistencyOptions:
+    """The step as a folder run asks for it: the scan's slice profile, and how much of the residual to correct."""
+
+    profile: str = "average"
+    thickness: float = 1.0
+    """Slice thickness over slice spacing (1: contiguous slices)."""
+    smoothing: float = 0.0
+    """In-plane Gaussian sigma (pixels) of the residual that is corrected; 0: all of it (the exact step)."""
+
+    def __post_init__(self) -> None:
+        check_slice_profile(self.profile, self.thickness)
+        check_smoothing(self.smoothing)
 
 
 def output_degradation(n_in: int, n_out: int, profile: str = "average", thickness: float = 1.0) -> torch.Tensor:
@@ -78,18 +111,21 @@ def enforce_consistency(
     tile: int = 64,
     cancel: CancelCheck | None = None,
     progress: Callable[[int, int], None] | None = None,
+    smoothing: float = 0.0,
 ) -> ConsistencyReport:
     """Project `output` (n_out, H, W) in place onto the volumes that degrade to `acquired` (n_in, H, W).
 
     Integer outputs are rounded and clipped after the correction, which leaves a residual of the order of
-    the rounding step. Returns the residual before and after.
+    the rounding step (with smoothing, also the residual's fine grain, left alone on purpose). Returns the
+    residual before and after.
     """
+    check_smoothing(smoothing)
     n_out, n_in = output.shape[0], acquired.shape[0]
     if output.shape[1:] != acquired.shape[1:] or n_out <= n_in:
         raise CycleINRError(f"output {output.shape} is not a z-super-resolution of input {acquired.shape}")
     w = output_degradation(n_in, n_out, profile, thickness)
-    before, after = project(output, acquired, w, tile, cancel, progress)
-    return ConsistencyReport(profile, float(thickness), before, after)
+    before, after = project(output, acquired, w, tile, cancel, progress, smoothing)
+    return ConsistencyReport(profile, float(thickness), before, after, float(smoothing))
 
 
 def project(
@@ -99,28 +135,53 @@ def project(
     tile: int = 64,
     cancel: CancelCheck | None = None,
     progress: Callable[[int, int], None] | None = None,
+    smoothing: float = 0.0,
 ) -> tuple[Residual, Residual]:
-    """The projection for any degradation matrix w (n_in, n_out), tile by tile; residuals before and after."""
+    """The projection for any degradation matrix w (n_in, n_out), tile by tile; residuals before and after.
+
+    smoothing: correct only the residual blurred in-plane by a Gaussian of that sigma (pixels); each tile
+    reads a halo of rows so that the result equals blurring the whole residual at once, and a corrected tile
+    is written only once no later tile's halo reads its rows.
+    """
     w = w.to(torch.float64)
     gram = w @ w.T
     gram += RIDGE * float(torch.linalg.eigvalsh(gram).max()) * torch.eye(w.shape[0], dtype=gram.dtype)
     factor = torch.linalg.cholesky(gram)
+    halo = _blur_radius(smoothing)
+    height = output.shape[1]
     before, after = _Accumulator(), _Accumulator()
-    rows = range(0, output.shape[1], tile)
+    rows = range(0, height, tile)
+    pending: list[tuple[slice, np.ndarray]] = []
     for done, y0 in enumerate(rows, start=1):
         raise_if_cancelled(cancel)
-        block = slice(y0, min(y0 + tile, output.shape[1]))
+        block = slice(y0, min(y0 + tile, height))
         x = _column_block(output, block)
         y = _column_block(acquired, block)
         residual = y - _degrade(w, x)
         before.add(residual)
+        if smoothing:
+            wide = slice(max(0, y0 - halo), min(block.stop + halo, height))
+            around = _column_block(acquired, wide) - _degrade(w, _column_block(output, wide))
+            blurred = ndimage.gaussian_filter(around.numpy(), (0, smoothing, smoothing), mode="reflect")
+            residual = torch.from_numpy(blurred[:, y0 - wide.start : block.stop - wide.start])
         correction = torch.cholesky_solve(residual.reshape(w.shape[0], -1), factor).reshape(residual.shape)
         final = cast_like((x + torch.einsum("io,ihw->ohw", w, correction)).numpy(), output.dtype)
-        output[:, block] = final
+        pending.append((block, final))
+        next_halo_start = block.stop - halo
+        while pending and pending[0][0].stop <= next_halo_start:
+            done_block, values = pending.pop(0)
+            output[:, done_block] = values
         after.add(y - _degrade(w, _column_block(final, slice(None))))
         if progress is not None:
             progress(done, len(rows))
+    for done_block, values in pending:
+        output[:, done_block] = values
     return before.result(), after.result()
+
+
+def _blur_radius(sigma: float) -> int:
+    """Rows either side that scipy's Gaussian reads (its default truncation at 4 sigma)."""
+    return int(4.0 * sigma + 0.5) if sigma else 0
 
 
 def consistency_residual(
@@ -162,8 +223,9 @@ def make_consistent(
     profile: str = "average",
     thickness: float = 1.0,
     cancel: CancelCheck | None = None,
+    smoothing: float = 0.0,
 ) -> ConsistencyReport:
     """enforce_consistency on a super-resolved Volume (in place), recorded in its super_resolution metadata."""
-    report = enforce_consistency(result.data, source.data, profile, thickness, cancel=cancel)
+    report = enforce_consistency(result.data, source.data, profile, thickness, cancel=cancel, smoothing=smoothing)
     result.metadata.setdefault("super_resolution", {})["data_consistency"] = report.as_dict()
     return report
