@@ -121,7 +121,10 @@ def ensemble_table(results: list[dict]) -> str:
     lines = ["| x | " + " | ".join(rows) + " | seconds (cycleinr, +ens) |", "|---" * (len(rows) + 2) + "|"]
     for factor in sorted({r["factor"] for r in results}):
         subset = [r for r in results if r["factor"] == factor]
-        mean = lambda method, key: np.mean([r["methods"][method][key] for r in subset])  # noqa: E731
+
+        def mean(method: str, key: str, subset: list[dict] = subset) -> float:
+            return float(np.mean([r["methods"][method][key] for r in subset]))
+
         cells = [f"{mean(m, 'psnr'):.2f} / {mean(m, 'snli'):.4f}" for m in rows]
         seconds = f"{mean('cycleinr', 'seconds'):.1f}, {mean('cycleinr+ens', 'seconds'):.1f}"
         lines.append(f"| {factor:g} | " + " | ".join(cells) + f" | {seconds} |")

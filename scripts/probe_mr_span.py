@@ -15,9 +15,9 @@ import argparse
 import json
 from pathlib import Path
 
-import napari_cycleinr.model.evaluate as evaluate
 from napari_cycleinr.intensity import IntensityMap, intensity_map
 from napari_cycleinr.io import read_volume
+from napari_cycleinr.model import evaluate
 from napari_cycleinr.model.checkpoint import load_model
 
 MR = Path("tests/data/mr_totalseg_sm_117x91x20_3mm.nii.gz")

@@ -16,7 +16,7 @@ def reversed_z(volume: Volume) -> Volume:
 @pytest.mark.parametrize("fast", [True, False])
 def test_ensemble_is_the_mean_with_the_mirrored_scan(ct_volume, tiny_model, fast):
     options = InferenceOptions(fast=fast, tile=64)
-    run = dict(factor=2.5, model=tiny_model, device="cpu", keep_dtype=False, options=options)
+    run = {"factor": 2.5, "model": tiny_model, "device": "cpu", "keep_dtype": False, "options": options}
     plain = super_resolve(ct_volume, **run).data
     mirrored = super_resolve(reversed_z(ct_volume), **run).data[::-1]
     assert np.abs(plain - mirrored).max() > 1.0  # the model is not symmetric in z, so there is something to average
@@ -31,7 +31,7 @@ def test_ensemble_is_the_mean_with_the_mirrored_scan(ct_volume, tiny_model, fast
 def test_few_slices_of_any_type(tiny_model, slices, dtype):
     data = np.random.default_rng(slices).normal(0, 300, size=(slices, 12, 14)).astype(dtype)
     volume = Volume.from_spacing(data, (5.0, 1.0, 1.0))
-    run = dict(factor=2.5, model=tiny_model, device="cpu", keep_dtype=False)
+    run = {"factor": 2.5, "model": tiny_model, "device": "cpu", "keep_dtype": False}
     both = super_resolve(volume, ensemble=True, **run).data
     plain = super_resolve(volume, **run).data
     mirrored = super_resolve(reversed_z(volume), **run).data[::-1]
@@ -39,7 +39,7 @@ def test_few_slices_of_any_type(tiny_model, slices, dtype):
 
 
 def test_integer_output_is_rounded_once_more_and_no_further(ct_volume, tiny_model):
-    run = dict(factor=3, model=tiny_model, device="cpu")
+    run = {"factor": 3, "model": tiny_model, "device": "cpu"}
     exact = super_resolve(ct_volume, ensemble=True, keep_dtype=False, **run).data
     rounded = super_resolve(ct_volume, ensemble=True, **run).data
     assert rounded.dtype == ct_volume.data.dtype

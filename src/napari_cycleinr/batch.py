@@ -138,8 +138,8 @@ def process_folder(
 
     rank and world_size default to torchrun's RANK and WORLD_SIZE (and then the ranks pool their reports at
     the end); given explicitly, this process just does its share and meets no one. consistency adds the
-    data-consistency step to each output; ensemble runs
-    each scan twice, the second time reversed along z, and writes the mean (super_resolve).
+    data-consistency step to each output; ensemble runs each scan twice, the second time reversed along z,
+    and writes the mean (super_resolve).
     """
     import torch
 

@@ -763,7 +763,7 @@ def mirrored_blocks(method: str, lr: np.ndarray, positions: np.ndarray, cell: fl
 
     The second pass of the z self-ensemble: the model is not symmetric in z (its attention and decoder see
     signed offsets), so its answer on the mirrored scan is a second, slightly different estimate, and the
-    mean of the two has less error and smoother noise than either (docs/method.md, "Self-ensemble").
+    mean of the two has less error and smoother noise than either (docs/method.md, "Self-ensemble along z").
     """
     n_in, n_out = len(lr), len(positions)
     mirrored = (n_in - 1) - positions[::-1]
@@ -790,7 +790,9 @@ def predict(
 
 def check_ensemble(method: str, ensemble: bool) -> None:
     if ensemble and method != "cycleinr":
-        raise CycleINRError(f"the z self-ensemble is for the cycleinr method; {method} gives the same answer on a reversed scan")
+        raise CycleINRError(
+            f"the z self-ensemble is for the cycleinr method; {method} gives the same answer on a reversed scan"
+        )
 
 
 def check_volume(volume: Volume) -> None:
@@ -860,7 +862,7 @@ def super_resolve(
     started = time.perf_counter()
     # method_blocks computes each block with `threads` torch threads
     arguments = (method, lr, grid.positions(), 1.0 / grid.factor)
-    settings = dict(model=model, device=torch_device, options=options, cancel=cancel)
+    settings = {"model": model, "device": torch_device, "options": options, "cancel": cancel}
     blocks = ((False, block) for block in method_blocks(*arguments, finish=finish, **settings))
     if ensemble:  # the second pass is averaged in the output's units with what the first one wrote
         blocks = itertools.chain(blocks, ((True, block) for block in mirrored_blocks(*arguments, **settings)))
