@@ -69,6 +69,8 @@ def test_spacing_tiff_output_and_baselines(tmp_path, tiny_checkpoint):
         (["adapt", CT_3MM, "-o", "{out}", "--factor", "2", "--noise-weight", "-1"], "noise weight"),
         (["adapt", "{tmp}", "-o", "{out}", "--factor", "2"], "one scan at a time"),
         (["upsample", CT_3MM, "-o", "{out}", "--factor", "2", "--consistency-smoothing", "-1"], "smoothing"),
+        (["upsample", CT_3MM, "-o", "{out}", "--factor", "2", "--consistency-smoothing", "1"], "add --consistency"),
+        (["upsample", "{tmp}", "-o", "{tmp}/out", "--factor", "2", "--consistency-smoothing", "1"], "add --consistency"),
         (["adapt", CT_3MM, "-o", "{out}", "--factor", "2", "--save-model", "{tmp}/model.pt"], "writes a .safetensors"),
     ],
 )

@@ -70,7 +70,6 @@ def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
     from napari_cycleinr.io import is_supported, read_volume, write_volume
     from napari_cycleinr.io.atomic import check_destination
     from napari_cycleinr.model.checkpoint import load_model
-    from napari_cycleinr.model.consistency import check_smoothing
     from napari_cycleinr.model.infer import check_ensemble, resolve_device, super_resolve
 
     source, target = Path(args.input), Path(args.output)
@@ -86,7 +85,7 @@ def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
         check_destination(Path(saved_model), refuse=[source, target])
     method = getattr(args, "method", "cycleinr")
     check_ensemble(method, args.ensemble)
-    check_smoothing(args.consistency_smoothing)
+    _check_consistency_arguments(args)
     adapt_options = _adapt_options(args) if adapt else None  # bad values fail before any work
     device = resolve_device(args.device)
     volume = read_volume(source, axis=args.axis)
@@ -135,6 +134,14 @@ def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
     return 0
 
 
+def _check_consistency_arguments(args: argparse.Namespace) -> None:
+    from napari_cycleinr.model.consistency import check_smoothing
+
+    check_smoothing(args.consistency_smoothing)
+    if args.consistency_smoothing and not args.consistency:
+        raise CycleINRError("--consistency-smoothing changes the --consistency step: add --consistency")
+
+
 def _adapt_options(args: argparse.Namespace):
     from napari_cycleinr.model.adapt import AdaptOptions
 
@@ -162,6 +169,8 @@ def _upsample_folder(args: argparse.Namespace) -> int:
     """`upsample DIR -o OUTDIR`: every scan of DIR; exit 0 if all were written or skipped, 1 if any failed."""
     from napari_cycleinr.batch import process_folder
     from napari_cycleinr.model.consistency import ConsistencyOptions
+
+    _check_consistency_arguments(args)
 
     report = process_folder(
         args.input,
