@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_cycleinr.model.metrics import psnr, snli, snli_parts, ssim
+from napari_cycleinr.model.metrics import error_summary, psnr, snli, snli_parts, ssim
 
 
 def test_psnr_of_a_known_error():
@@ -10,6 +10,20 @@ def test_psnr_of_a_known_error():
     test = reference + 40.95  # 1 % of the 4095 HU window everywhere
     assert psnr(reference, test) == pytest.approx(40.0, abs=1e-6)
     assert psnr(reference, reference) == float("inf")
+
+
+def test_error_summary_slab_by_slab_is_the_whole_volume_figure(ct_volume):
+    reference = ct_volume.data.astype(np.float64)
+    test = reference + np.random.default_rng(0).normal(0, 50, reference.shape)
+    test[3, :10, :10] = 9000.0  # clipped to the window's top, 3071 HU, like the reference's side
+    clipped = np.clip(reference, -1024, 3071) - np.clip(test, -1024, 3071)
+    whole = 10 * np.log10(4095.0**2 / np.mean(clipped**2))
+    for slices in (1, 7, 64):
+        summary = error_summary(reference, test, slices=slices)
+        assert summary["psnr"] == pytest.approx(whole, abs=1e-9)
+        assert summary["mean_abs_error"] == pytest.approx(np.mean(np.abs(clipped)), rel=1e-12)
+    with pytest.raises(ValueError, match="shapes differ"):
+        error_summary(reference, test[:-1])
 
 
 def test_ssim_is_one_for_identical_and_lower_for_noisy(ct_volume):

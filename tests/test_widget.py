@@ -146,6 +146,15 @@ def test_end_to_end_on_the_sample_with_reference_and_consistency(
     np.testing.assert_array_equal(error.data, sr.data.astype(np.float32) - thin.data.astype(np.float32))
     assert error.data.dtype == np.float32 and tuple(error.contrast_limits) == (-200.0, 200.0)
     assert error.colormap.name == "coolwarm"
+    from napari_cycleinr.model.metrics import psnr, snli
+
+    scores = error.metadata[KEY]["volume_metadata"]["error_image"]
+    assert scores["window"] == [-1024.0, 3071.0] and scores["modality"] == "CT"
+    assert scores["psnr"] == pytest.approx(psnr(thin.data, sr.data), abs=1e-9)
+    assert scores["mean_abs_error"] == pytest.approx(np.abs(error.data).mean(), rel=1e-3)  # nothing is clipped
+    assert scores["snli_output"] == pytest.approx(snli(sr.data)) and scores["snli_reference"] > 0
+    summary = f"SRx4 against chest_ct_1p25mm: PSNR {scores['psnr']:.2f} dB, mean |error| "
+    assert any(m.startswith(summary) and "SNLI" in m for m in messages(notes, "warning"))
     np.testing.assert_allclose(error.scale, sr.scale)
     np.testing.assert_allclose(error.translate, sr.translate)
 

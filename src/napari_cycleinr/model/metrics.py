@@ -19,10 +19,25 @@ def _window(values: np.ndarray, window: tuple[float, float]) -> np.ndarray:
 
 def psnr(reference: np.ndarray, test: np.ndarray, window: tuple[float, float] = CT_WINDOW) -> float:
     """PSNR in dB with both volumes clipped to `window` and the window's width as the peak."""
-    ref, out = _window(reference, window), _window(test, window)
-    mse = float(np.mean((ref - out) ** 2))
-    peak = window[1] - window[0]
-    return float("inf") if mse == 0 else 10.0 * np.log10(peak * peak / mse)
+    return error_summary(reference, test, window)["psnr"]
+
+
+def error_summary(
+    reference: np.ndarray, test: np.ndarray, window: tuple[float, float] = CT_WINDOW, slices: int = 16
+) -> dict[str, float]:
+    """PSNR (dB) and mean absolute error (the volume's units) with both clipped to `window`, a few slices at a
+    time, so that a whole scan costs a slab's worth of float64 copies rather than two scans' worth."""
+    if reference.shape != test.shape:
+        raise ValueError(f"shapes differ: {reference.shape} and {test.shape}")
+    squares = absolute = 0.0
+    for z0 in range(0, reference.shape[0], slices):
+        difference = _window(reference[z0 : z0 + slices], window) - _window(test[z0 : z0 + slices], window)
+        squares += float(np.sum(difference * difference))
+        absolute += float(np.sum(np.abs(difference)))
+    count = max(reference.size, 1)
+    mse, peak = squares / count, window[1] - window[0]
+    value = float("inf") if mse == 0 else float(10.0 * np.log10(peak * peak / mse))
+    return {"psnr": value, "mean_abs_error": absolute / count}
 
 
 def ssim(reference: np.ndarray, test: np.ndarray, window: tuple[float, float] = CT_WINDOW, sigma: float = 1.5) -> float:
