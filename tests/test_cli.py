@@ -143,6 +143,32 @@ def test_upsample_ensemble_averages_two_passes_and_is_refused_for_interpolation(
     assert refused.returncode == 2 and "cycleinr method" in refused.stderr and not out.exists()
 
 
+SAMPLE = ROOT / "src/napari_cycleinr/sample_data"
+
+
+def test_upsample_against_a_real_thin_scan_prints_its_scores(tmp_path, tiny_checkpoint):
+    from napari_cycleinr.io import read_volume
+    from napari_cycleinr.model.evaluate import reference_scores, scores_summary
+
+    thick, thin, out = SAMPLE / "chest_ct_5mm.nii.gz", SAMPLE / "chest_ct_1p25mm.nii.gz", tmp_path / "sr.nii.gz"
+    result = cycleinr("upsample", thick, "-o", out, "--spacing", "1.25", "--model", tiny_checkpoint, "--reference", thin)
+    assert result.returncode == 0, result.stderr
+    expected = scores_summary(reference_scores(read_volume(thin).data, read_volume(out).data, "CT"))
+    assert f"against {thin}: {expected}" in result.stdout
+
+    before = thin.read_bytes()
+    for args, message in [
+        (["--spacing", "2.5"], "lands on its grid"),  # 32 slices against the reference's 64
+        (["--spacing", "1.25", "-o", str(thin)], "input"),  # never written over, though it is only a reference
+    ]:
+        arguments = ["upsample", thick, "-o", tmp_path / "other.nii.gz", "--reference", thin, *args]
+        refused = cycleinr(*arguments)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    assert thin.read_bytes() == before and not (tmp_path / "other.nii.gz").exists()
+    folder = cycleinr("upsample", SAMPLE, "-o", tmp_path / "outs", "--factor", "2", "--reference", thin)
+    assert folder.returncode == 2 and "not a folder" in folder.stderr
+
+
 def test_evaluate_prints_a_table_and_writes_json_and_plot(tmp_path, tiny_checkpoint):
     from tests.conftest import CT_HEAD
 

@@ -52,3 +52,21 @@ def test_snli_parts_scale_with_the_noise_level_and_their_ratio_is_snli(ct_volume
     assert snli(data, "CT") == pytest.approx(jump / level)
     half_jump, half_level = snli_parts(0.5 * data, threshold=-250.0)  # the same body, half the texture
     assert (half_jump, half_level) == pytest.approx((0.5 * jump, 0.5 * level), rel=1e-4)
+
+
+def test_reference_scores_use_the_report_window_and_survive_empty_scans():
+    from napari_cycleinr.io import read_volume
+    from napari_cycleinr.model.evaluate import reference_scores, scores_summary
+    from tests.conftest import MR_3MM
+
+    mr = read_volume(MR_3MM).data.astype(np.float32)
+    blurred = mr + np.random.default_rng(0).normal(0, 5, mr.shape).astype(np.float32)
+    scores = reference_scores(mr, blurred, None)  # MR is guessed: no air at -1000
+    low, high = np.percentile(mr, (0.5, 99.5))
+    assert scores["modality"] == "MR" and scores["window"] == pytest.approx([low, high])
+    assert scores["psnr"] == pytest.approx(psnr(mr, blurred, (low, high)))
+    assert "dB" in scores_summary(scores) and " HU" not in scores_summary(scores)
+
+    air = np.full((6, 16, 16), -1000.0, np.float32)
+    empty = reference_scores(air, air + 1, "CT")
+    assert empty["snli_output"] is None and "n/a" in scores_summary(empty)

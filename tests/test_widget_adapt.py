@@ -300,21 +300,3 @@ def test_widget_refuses_an_implausible_slice_thickness(viewer_and_widget, qtbot,
     assert any(m.startswith("slice thickness must be above 0") for m in messages(notes, "error"))
     assert_no_traceback_notifications(notes)
 
-
-def test_reference_scores_use_the_report_window_and_survive_empty_scans():
-    from napari_cycleinr._runner import reference_scores, scores_summary
-    from napari_cycleinr.io import read_volume
-    from napari_cycleinr.model.metrics import psnr
-    from tests.conftest import MR_3MM
-
-    mr = read_volume(MR_3MM).data.astype(np.float32)
-    blurred = mr + np.random.default_rng(0).normal(0, 5, mr.shape).astype(np.float32)
-    scores = reference_scores(mr, blurred, None)  # MR is guessed: no air at -1000
-    low, high = np.percentile(mr, (0.5, 99.5))
-    assert scores["modality"] == "MR" and scores["window"] == pytest.approx([low, high])
-    assert scores["psnr"] == pytest.approx(psnr(mr, blurred, (low, high)))
-    assert "dB" in scores_summary(scores) and " HU" not in scores_summary(scores)
-
-    air = np.full((6, 16, 16), -1000.0, np.float32)
-    empty = reference_scores(air, air + 1, "CT")
-    assert empty["snli_output"] is None and "n/a" in scores_summary(empty)

@@ -294,6 +294,8 @@ def _execute(
             matched_reference = True
             report(Update(base + STEPS_PER_TARGET, total, f"{target.suffix}: comparing with {job.reference_name}"))
             error = _error_output(job, sr, protect_input)
+            from napari_cycleinr.model.evaluate import reference_scores, scores_summary
+
             scores = reference_scores(job.reference.data, sr.data, record.get("modality"))
             error.volume.metadata["error_image"].update(scores)
             outcome.outputs.append(error)
@@ -467,36 +469,6 @@ def _consistency_output(job: Job, sr: Volume, name: str, protect_input: tuple[st
             "descrip": "napari-cycleinr consistency (input - degraded output)",
         }
     return Output(name, "consistency", job.volume.replace(data=difference, metadata=metadata), protect_input)
-
-
-def reference_scores(reference: np.ndarray, output: np.ndarray, modality: str | None) -> dict[str, Any]:
-    """What the error layer shows, in numbers: PSNR and mean absolute error in the window the report uses
-    (CT: the full HU range; MR: the reference's 0.5-99.5 percentiles), and the SNLI of both volumes."""
-    from napari_cycleinr.intensity import guess_modality
-    from napari_cycleinr.model.evaluate import metric_window
-    from napari_cycleinr.model.metrics import error_summary, snli
-
-    modality = modality or guess_modality(np.asarray(reference[: min(len(reference), 8)]))
-    window = metric_window(reference, modality)
-    scores: dict[str, Any] = {"modality": modality, "window": [float(window[0]), float(window[1])]}
-    scores.update(error_summary(reference, output, window))
-    for name, volume in (("snli_output", output), ("snli_reference", reference)):
-        value = snli(volume, modality)
-        scores[name] = value if math.isfinite(value) else None  # None, not NaN: metadata is written as JSON
-    return scores
-
-
-def scores_summary(scores: dict[str, Any]) -> str:
-    unit = " HU" if scores["modality"] == "CT" else ""
-    low, high = scores["window"]
-
-    def level(value: float | None) -> str:
-        return "n/a (too little body)" if value is None else f"{value:.3f}"
-
-    return (
-        f"PSNR {scores['psnr']:.2f} dB, mean |error| {scores['mean_abs_error']:.1f}{unit} (window {low:g} to "
-        f"{high:g}{unit}); SNLI {level(scores['snli_output'])}, reference {level(scores['snli_reference'])}"
-    )
 
 
 def _grid_offset(reference: Volume, output: Volume) -> float | None:

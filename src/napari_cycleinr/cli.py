@@ -77,18 +77,20 @@ def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
         raise CycleINRError(f"the output path is the input file {source}; choose another output path")
     if not is_supported(target):
         raise CycleINRError(f"cannot write {target.name}: use .nii, .nii.gz, .tif or .tiff")
-    check_destination(target, refuse=[source])  # a bad output path fails now, not after the whole run
+    inputs = [source] + ([Path(args.reference)] if args.reference else [])
+    check_destination(target, refuse=inputs)  # a bad output path fails now, not after the whole run
     saved_model = getattr(args, "save_model", None)
     if saved_model:
         if Path(saved_model).suffix.lower() != ".safetensors":
             raise CycleINRError(f"--save-model writes a .safetensors checkpoint; name it e.g. {Path(saved_model).stem}.safetensors")
-        check_destination(Path(saved_model), refuse=[source, target])
+        check_destination(Path(saved_model), refuse=[*inputs, target])
     method = getattr(args, "method", "cycleinr")
     check_ensemble(method, args.ensemble)
     _check_consistency_arguments(args)
     adapt_options = _adapt_options(args) if adapt else None  # bad values fail before any work
     device = resolve_device(args.device)
     volume = read_volume(source, axis=args.axis)
+    reference = _read_reference(args, volume) if args.reference else None  # a mismatch fails before any work
     model = load_model(args.model, device) if method == "cycleinr" else None
     options = None
     if args.threads:
@@ -122,7 +124,12 @@ def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
         report = make_consistent(result, volume, args.profile, args.thickness, smoothing=args.consistency_smoothing)
         if not args.quiet:
             print(report.summary())
-    write_volume(result, target, refuse=[source])
+    write_volume(result, target, refuse=inputs)
+    if reference is not None:
+        from napari_cycleinr.model.evaluate import reference_scores, scores_summary
+
+        scores = reference_scores(reference.data, result.data, result.metadata["super_resolution"].get("modality"))
+        print(f"against {args.reference}: {scores_summary(scores)}")
     record = result.metadata["super_resolution"]
     if not args.quiet:
         z_in, z_out = volume.shape[0], result.shape[0]
@@ -132,6 +139,23 @@ def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
             f"{record['device']} in {record['seconds']:.1f} s"
         )
     return 0
+
+
+def _read_reference(args: argparse.Namespace, volume):
+    """The thin reference of --reference, read and checked against the output grid before the run."""
+    from napari_cycleinr.grid import z_grid
+    from napari_cycleinr.io import read_volume
+
+    grid = z_grid(volume.shape[0], volume.spacing[0], factor=args.factor, spacing=args.spacing)
+    reference = read_volume(args.reference, axis=args.axis)
+    expected = (grid.n_out, *volume.shape[1:])
+    if reference.shape != expected:
+        raise CycleINRError(
+            f"the reference {Path(args.reference).name} has shape {reference.shape} (z, y, x) but the output "
+            f"will have {expected}: give the factor or spacing that lands on its grid "
+            f"(it has {reference.shape[0]} slices of {reference.spacing[0]:.4g} mm)"
+        )
+    return reference
 
 
 def _check_consistency_arguments(args: argparse.Namespace) -> None:
@@ -171,6 +195,8 @@ def _upsample_folder(args: argparse.Namespace) -> int:
     from napari_cycleinr.model.consistency import ConsistencyOptions
 
     _check_consistency_arguments(args)
+    if args.reference:
+        raise CycleINRError("--reference compares one output with one thin scan: give a file, not a folder")
 
     report = process_folder(
         args.input,
@@ -302,6 +328,10 @@ def _volume_arguments(parser: argparse.ArgumentParser, what: str, or_folder: str
     parser.add_argument(
         "--ensemble", action="store_true",
         help="also answer on the scan reversed along z and average the two (twice the time; a little more accurate)",
+    )
+    parser.add_argument(
+        "--reference", metavar="THIN",
+        help="a real thin-slice scan on the output grid: print PSNR, mean |error| and SNLI against it",
     )
     parser.add_argument("-q", "--quiet", action="store_true")
 

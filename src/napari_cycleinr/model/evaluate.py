@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from napari_cycleinr.errors import CycleINRError
-from napari_cycleinr.intensity import intensity_map
+from napari_cycleinr.intensity import guess_modality, intensity_map
 from napari_cycleinr.model.consistency import project
 from napari_cycleinr.model.degrade import degradation_matrix, degrade
 from napari_cycleinr.model.infer import predict
-from napari_cycleinr.model.metrics import CT_WINDOW, psnr, snli, ssim
+from napari_cycleinr.model.metrics import CT_WINDOW, error_summary, psnr, snli, ssim
 from napari_cycleinr.volume import Volume
 
 BASELINES = ("trilinear", "tricubic")
@@ -113,6 +113,33 @@ def evaluate_volume(
         result["outputs"] = outputs
         result["reference_array"] = reference
     return result
+
+
+def reference_scores(reference: np.ndarray, output: np.ndarray, modality: str | None = None) -> dict[str, Any]:
+    """A super-resolved volume against a real thin scan on its grid (the widget's error layer, `upsample
+    --reference`): PSNR and mean absolute error in the window the report uses (CT: the full HU range; MR:
+    the reference's 0.5-99.5 percentiles), and the SNLI of both volumes."""
+    modality = modality or guess_modality(np.asarray(reference[: min(len(reference), 8)]))
+    window = metric_window(reference, modality)
+    scores: dict[str, Any] = {"modality": modality, "window": [float(window[0]), float(window[1])]}
+    scores.update(error_summary(reference, output, window))
+    for name, volume in (("snli_output", output), ("snli_reference", reference)):
+        value = snli(volume, modality)
+        scores[name] = value if math.isfinite(value) else None  # None, not NaN: metadata is written as JSON
+    return scores
+
+
+def scores_summary(scores: dict[str, Any]) -> str:
+    unit = " HU" if scores["modality"] == "CT" else ""
+    low, high = scores["window"]
+
+    def level(value: float | None) -> str:
+        return "n/a (too little body)" if value is None else f"{value:.3f}"
+
+    return (
+        f"PSNR {scores['psnr']:.2f} dB, mean |error| {scores['mean_abs_error']:.1f}{unit} (window {low:g} to "
+        f"{high:g}{unit}); SNLI {level(scores['snli_output'])}, reference {level(scores['snli_reference'])}"
+    )
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
