@@ -35,6 +35,14 @@ def test_upsample_with_the_bundled_model_keeps_geometry(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary left behind
 
 
+def test_the_bundled_slab_average_model_by_name(tmp_path):
+    out = tmp_path / "sr.nii.gz"
+    result = cycleinr("upsample", CT_3MM, "-o", out, "--factor", "2", "--model", "average", "--device", "cpu")
+    assert result.returncode == 0 and out.is_file(), result.stderr
+    missing = cycleinr("upsample", CT_3MM, "-o", out, "--factor", "2", "--model", "averag.safetensors")
+    assert missing.returncode == 2 and "averag.safetensors" in missing.stderr
+
+
 def test_spacing_tiff_output_and_baselines(tmp_path, tiny_checkpoint):
     out = tmp_path / "sr.tif"
     result = cycleinr("upsample", MR_3MM, "-o", out, "--spacing", "1.5", "--model", tiny_checkpoint, "--float", "-q")

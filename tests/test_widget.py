@@ -15,6 +15,7 @@ from napari_cycleinr._layers import KEY, layer_meta, layer_to_volume, volume_to_
 from napari_cycleinr._runner import CPU_FALLBACK_NOTICE
 from napari_cycleinr._widget import (
     CANCEL_TEXT,
+    MODEL_AVERAGE,
     MODEL_FILE,
     RUN_TEXT,
     SHOW_2D_TEXT,
@@ -276,6 +277,12 @@ def test_bundled_default_model_runs(viewer_and_widget, qtbot, notes):
     record = viewer.layers["small_SRx2"].metadata[KEY]["volume_metadata"]["super_resolution"]
     assert record["model"].endswith("default.safetensors")
     assert record["parameters"]["model"] == "bundled default"
+
+    widget._model.value = MODEL_AVERAGE
+    assert widget._checkpoint.native.isHidden()
+    run(widget, qtbot)
+    record = viewer.layers["small_SRx2"].metadata[KEY]["volume_metadata"]["super_resolution"]
+    assert record["model"].endswith("average.safetensors") and record["parameters"]["model"] == "average"
     assert_no_traceback_notifications(notes)
 
 

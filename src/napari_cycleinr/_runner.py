@@ -115,7 +115,7 @@ class Job:
     targets: Sequence[Target]
     method: str = "cycleinr"
     checkpoint: str | None = None
-    """A .safetensors file, or None for the bundled default model."""
+    """A .safetensors file or a bundled model's name ('average'), or None for the bundled default model."""
     device: str = "auto"
     reference: Volume | None = None
     reference_name: str = "reference"

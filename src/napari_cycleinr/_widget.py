@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 TARGET_CHOICES = (("spacing (mm)", "spacing"), ("factor", "factor"))
 DEFAULT_VALUES = {"spacing": "1.25", "factor": "4"}
-MODEL_DEFAULT, MODEL_FILE = "bundled default", "checkpoint file"
+MODEL_DEFAULT, MODEL_AVERAGE, MODEL_FILE = "bundled default", "bundled slab-average", "checkpoint file"
 RENDERINGS = ("attenuated_mip", "mip")
 RUN_TEXT, CANCEL_TEXT = "Run", "Cancel"
 SHOW_3D_TEXT, SHOW_2D_TEXT = "Show in 3D", "Back to 2D"
@@ -102,7 +102,13 @@ class SuperResolutionWidget(Container):
         self._method = ComboBox(
             label="method", choices=METHODS, value="cycleinr", tooltip="trilinear and tricubic are baselines"
         )
-        self._model = ComboBox(label="model", choices=(MODEL_DEFAULT, MODEL_FILE), value=MODEL_DEFAULT)
+        self._model = ComboBox(
+            label="model",
+            choices=(MODEL_DEFAULT, MODEL_AVERAGE, MODEL_FILE),
+            value=MODEL_DEFAULT,
+            tooltip="bundled default: trained on every slice profile; bundled slab-average: the same, then "
+            "specialised on contiguous slabs (most CT), better there and worse on slices with gaps",
+        )
         self._checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.safetensors", visible=False)
         self._device = ComboBox(label="device", choices=DEVICES, value="auto")
         self._device_used = Label(label="in use", value="chosen when you press Run")
@@ -334,7 +340,7 @@ class SuperResolutionWidget(Container):
             if reference_layer is layer:
                 raise CycleINRError("the reference must be another layer than the input")
             reference = layer_to_volume(reference_layer.data, layer_meta(reference_layer))
-        checkpoint = None
+        checkpoint = "average" if self._method.value == "cycleinr" and self._model.value == MODEL_AVERAGE else None
         if self._method.value == "cycleinr" and self._model.value == MODEL_FILE:
             path = self._checkpoint.value
             if path is None or str(path) in ("", ".") or not Path(path).is_file():

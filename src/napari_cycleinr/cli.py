@@ -319,7 +319,10 @@ def _volume_arguments(parser: argparse.ArgumentParser, what: str, or_folder: str
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--factor", type=float, help="slices per input slice, e.g. 2.5")
     target.add_argument("--spacing", type=float, help="target slice spacing in mm, e.g. 1")
-    parser.add_argument("--model", help="a .safetensors checkpoint (default: the bundled model)")
+    parser.add_argument(
+        "--model", help="a .safetensors checkpoint, or a bundled model: default (every slice profile; the default) "
+        "or average (specialised on contiguous slabs, most CT; worse on slices with gaps)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--float", action="store_true", help="write float32 instead of the input's integer type")
     parser.add_argument("--axis", choices=["x", "y", "z"], help="the through-plane axis of the file (default: largest spacing)")
@@ -397,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--factor", required=True, help="one factor or several, e.g. 2,2.5,4,5")
     ev.add_argument("--degradation", default="average", help="average, gaussian or skip")
     ev.add_argument("--methods", default="trilinear,tricubic,cycleinr")
-    ev.add_argument("--model", help="checkpoint for the cycleinr method (default: the bundled model)")
+    ev.add_argument("--model", help="checkpoint or bundled model name for the cycleinr method (default: default)")
     ev.add_argument("--variant", action="append", help="NAME=CHECKPOINT: another model to compare, used as a method name")
     ev.add_argument("--json", help="write all results as JSON")
     ev.add_argument("--plot", help="write the per-sample SNLI scatterplot (PNG)")

@@ -24,6 +24,10 @@ from napari_cycleinr.model.cycleinr import CycleINR
 FORMAT = "napari-cycleinr"
 FORMAT_VERSION = 1
 DEFAULT_MODEL_NAME = "default.safetensors"
+BUNDLED_MODELS = {"default": DEFAULT_MODEL_NAME, "average": "average.safetensors"}
+"""Models shipped in the package, by the name `--model` and load_model accept: `default` (trained on mixed
+slice profiles, used unless asked otherwise) and `average` (the same, then specialised on slab-average thick
+slices, the contiguous slabs of most CT; docs/model.md)."""
 PLAUSIBLE_LIMITS = {
     "channels": 4096,
     "blocks": 256,
@@ -37,8 +41,18 @@ PLAUSIBLE_LIMITS = {
 such a model would take hours or terabytes before its weights could be compared."""
 
 
-def default_model_path() -> Path:
-    return Path(str(resources.files("napari_cycleinr") / "weights" / DEFAULT_MODEL_NAME))
+def default_model_path(name: str = "default") -> Path:
+    """The file of a bundled model (see BUNDLED_MODELS)."""
+    return Path(str(resources.files("napari_cycleinr") / "weights" / BUNDLED_MODELS[name]))
+
+
+def resolve_model_path(path: str | Path | None) -> Path:
+    """A checkpoint file, or a bundled model's by name (an existing file of that name wins); None: default."""
+    if path is None:
+        return default_model_path()
+    if str(path) in BUNDLED_MODELS and not Path(path).exists():
+        return default_model_path(str(path))
+    return Path(path)
 
 
 def save_model(model: CycleINR, path: str | Path, info: dict[str, Any] | None = None) -> Path:
@@ -108,8 +122,9 @@ def read_header(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> CycleINR:
-    """Build the model from its header and load its weights strictly; the default model when path is None."""
-    path = Path(path) if path is not None else default_model_path()
+    """Build the model from its header and load its weights strictly: a checkpoint file, a bundled model's
+    name (`default`, `average`), or the default model when path is None."""
+    path = resolve_model_path(path)
     header = read_header(path)
     _check_tensor_shapes(path, header["config"])  # before building: a lying config could ask for terabytes
     model = CycleINR(header["config"])
