@@ -98,6 +98,16 @@ def small_sample(viewer, size: int = 48):
     return small, ref
 
 
+def factors_on_small_sample(viewer, widget, factors: str, checkpoint):
+    """The widget set to super-resolve a 32 x 32 crop of the sample by `factors` with `checkpoint`."""
+    small, _ = small_sample(viewer, size=32)
+    widget._input.value = small
+    widget._target_kind.value = "factor"
+    widget._values.value = factors
+    use_checkpoint(widget, checkpoint)
+    return small
+
+
 def test_end_to_end_on_the_sample_with_reference_and_consistency(
     viewer_and_widget, qtbot, notes, tiny_checkpoint
 ):
@@ -180,11 +190,7 @@ def test_end_to_end_on_the_sample_with_reference_and_consistency(
 
 def test_several_factors_give_one_layer_each(viewer_and_widget, qtbot, notes, tiny_checkpoint):
     viewer, widget = viewer_and_widget
-    small, _ = small_sample(viewer, size=32)
-    widget._input.value = small
-    widget._target_kind.value = "factor"
-    widget._values.value = "2, 3, 5"
-    use_checkpoint(widget, tiny_checkpoint)
+    factors_on_small_sample(viewer, widget, "2, 3, 5", tiny_checkpoint)
     run(widget, qtbot)
     for factor, n in ((2, 32), (3, 48), (5, 80)):
         layer = viewer.layers[f"thick_SRx{factor}"]
@@ -291,11 +297,7 @@ def test_mirror_ensemble_is_offered_for_the_model_only_and_recorded(viewer_and_w
     from napari_cycleinr.model.infer import super_resolve
 
     viewer, widget = viewer_and_widget
-    small, _ = small_sample(viewer, size=32)
-    widget._input.value = small
-    widget._target_kind.value = "factor"
-    widget._values.value = "3"
-    use_checkpoint(widget, tiny_checkpoint)
+    small = factors_on_small_sample(viewer, widget, "3", tiny_checkpoint)
     widget._ensemble.value = True
     widget._method.value = "tricubic"
     assert widget._ensemble.native.isHidden() and not widget._make_job().ensemble
