@@ -291,11 +291,11 @@ def _execute(
         sr = result.replace(metadata=metadata)
         outcome.outputs.append(Output(sr_name, "super_resolved", sr, protect_input))
         if job.reference is not None and job.reference.shape == sr.shape:
+            from napari_cycleinr.model.evaluate import reference_scores, scores_summary
+
             matched_reference = True
             report(Update(base + STEPS_PER_TARGET, total, f"{target.suffix}: comparing with {job.reference_name}"))
             error = _error_output(job, sr, protect_input)
-            from napari_cycleinr.model.evaluate import reference_scores, scores_summary
-
             scores = reference_scores(job.reference.data, sr.data, record.get("modality"))
             error.volume.metadata["error_image"].update(scores)
             outcome.outputs.append(error)

@@ -119,7 +119,7 @@ def reference_scores(reference: np.ndarray, output: np.ndarray, modality: str | 
     """A super-resolved volume against a real thin scan on its grid (the widget's error layer, `upsample
     --reference`): PSNR and mean absolute error in the window the report uses (CT: the full HU range; MR:
     the reference's 0.5-99.5 percentiles), and the SNLI of both volumes."""
-    modality = modality or guess_modality(np.asarray(reference[: min(len(reference), 8)]))
+    modality = modality or guess_modality(np.asarray(reference))  # as intensity_map guesses it
     window = metric_window(reference, modality)
     scores: dict[str, Any] = {"modality": modality, "window": [float(window[0]), float(window[1])]}
     scores.update(error_summary(reference, output, window))
