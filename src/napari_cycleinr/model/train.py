@@ -68,15 +68,16 @@ def split_validation(config: TrainConfig) -> tuple[list[TrainingVolume], Trainin
 
 
 def validation_pairs(volume: TrainingVolume, config: TrainConfig) -> list[Pair]:
-    """A fixed set of slab-average pairs at the scales users ask for most, drawn once per run."""
+    """A fixed set of pairs (slab average unless configured) at the scales users ask for most, drawn once per run."""
     rng = np.random.default_rng(VALIDATION_SEED)
     z, h, w = volume.data.shape
     size = min(96, h, w)
+    kind = config.validation_degradation
     pairs = []
     for ratio in VALIDATION_SCALES:
         n_thick = min(config.thick_slices, int(z / ratio))
         if n_thick >= 2:
-            pairs.append(sample_pair([volume], rng, 2, n_thick, size, (ratio, ratio), ("average",), ratio=ratio, kind="average"))
+            pairs.append(sample_pair([volume], rng, 2, n_thick, size, (ratio, ratio), (kind,), ratio=ratio, kind=kind))
     if not pairs:
         raise CycleINRError(f"the validation volume ({z} slices) is too short for validation at x2")
     return pairs

@@ -26,6 +26,9 @@ class TrainConfig:
     scale_min: float = 1.5
     scale_max: float = 6.0
     degradations: tuple[str, ...] = KINDS
+    validation_degradation: str = "average"
+    """The slice profile of the fixed validation pairs that pick the kept checkpoint: a profile specialist is
+    validated on its own profile."""
     fit: str = "l1"
     """The fit to the thin slices: l1 or rmse (losses.fit_loss)."""
     cycle_weight: float = 0.3
@@ -72,6 +75,8 @@ class TrainConfig:
         unknown = set(self.degradations) - set(KINDS)
         if unknown or not self.degradations:
             raise CycleINRError(f"train config: degradations must be a non-empty subset of {', '.join(KINDS)}")
+        if self.validation_degradation not in KINDS:
+            raise CycleINRError(f"train config: validation_degradation must be one of {', '.join(KINDS)}")
         if self.grow and not self.init:
             raise CycleINRError("train config: grow needs init (the checkpoint to grow)")
         if self.fit not in FIT_LOSSES:
