@@ -71,6 +71,18 @@ def test_config_file_is_validated(tmp_path):
         train(TrainConfig(train_data=(str(CT_3MM),)), tmp_path / "empty", resume=True, device="cpu")
 
 
+def test_a_profile_specialist_is_validated_on_its_own_profile():
+    from napari_cycleinr.model.pairs import TrainingVolume
+    from napari_cycleinr.model.train import validation_pairs
+
+    volume = TrainingVolume(np.random.default_rng(0).standard_normal((60, 40, 40)).astype(np.float32))
+    assert {p.kind for p in validation_pairs(volume, TrainConfig())} == {"average"}
+    pairs = validation_pairs(volume, TrainConfig(validation_degradation="skip"))
+    assert {p.kind for p in pairs} == {"skip"} and [p.ratio for p in pairs] == [2.0, 2.5, 4.0, 5.0]
+    with pytest.raises(CycleINRError, match="validation_degradation must be one of"):
+        TrainConfig(validation_degradation="box")
+
+
 def test_noise_consistency_loss_sees_uneven_smoothing_only():
     from napari_cycleinr.model.losses import noise_consistency_loss
 
