@@ -1,9 +1,11 @@
 """Regenerate docs/results.md, its JSON and its figures with the project's own evaluate command.
 
-    python scripts/make_results.py [--size 256] [--slabs 2] [--only validation|other|ensemble|figures]
+    python scripts/make_results.py [--size 256] [--slabs 2] [--only validation|other|profiles|ensemble|figures]
+                                   [--degradations average,skip]
 
 Needs ../shared/data (the held-back validation scan LIDC-IDRI-0002 and the real 5 mm scan), the bundled
-model (stage 5), its earlier stages (`runs/default_noise`: stage 2, 4 encoder blocks; `runs/default_wide`:
+weights (`cycleinr`: the default, those for the slice profile scored; `mixed`: stage 5, which they were
+fine-tuned from), the mixed weights' earlier stages (`runs/default_noise`: stage 2, 4 encoder blocks; `runs/default_wide`:
 stage 3, 8 blocks; `runs/stage4_deep`: stage 4, 12 blocks), the two stronger-noise-loss models that were
 tried and not taken (`runs/default_wide_noise`: stage 3 fine-tuned with noise weight 0.1; `runs/default_deep`:
 stage 3 grown to 12 blocks, noise weight 0.1), and the ablation study: three runs of 500 steps, identical but
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_cycleinr.io import read_volume, write_volume
-from napari_cycleinr.model.checkpoint import default_model_path, load_model
+from napari_cycleinr.model.checkpoint import BUNDLED_MODELS, default_model_path, load_model
 from napari_cycleinr.model.evaluate import evaluate_volume
 from napari_cycleinr.model.infer import super_resolve
 
@@ -45,10 +47,11 @@ VARIANTS = {
     "noise_weight_0p1": "runs/default_wide_noise/best.safetensors",
     "grown_12_blocks": "runs/default_deep/best.safetensors",
     "stage4_12_blocks": "runs/stage4_deep/best.safetensors",
+    "mixed": "mixed",
 }
 METHODS = ["trilinear", "tricubic", *VARIANTS, "cycleinr"]
-TABLE_ROWS = [*METHODS, "cycleinr+dc"]
-"""evaluate --consistency adds a +dc row for every model; the tables show the bundled model's."""
+TABLE_ROWS = [*METHODS, "mixed+dc", "cycleinr+dc"]
+"""evaluate --consistency adds a +dc row for every model; the tables show the bundled weights'."""
 HU_ERROR = 200
 OTHER_SCANS = {
     "CT": ["tests/data/ct_totalseg_sm_122x101x30_3mm.nii.gz", "tests/data/ct_vtk_headsq_64x64x93_1p5mm.nii.gz"],
@@ -57,9 +60,13 @@ OTHER_SCANS = {
 """Held-out scans unlike the validation scan (3 mm iso CT, a head CT with 3.2 mm pixels, MR): is a stage's
 gain on LIDC real, or learnt for that kind of scan only?"""
 ENSEMBLE_ROWS = ["tricubic", "cycleinr", "cycleinr+ens", "cycleinr+dc", "cycleinr+ens+dc"]
-"""The z self-ensemble (upsample --ensemble) against one pass, with and without data consistency."""
+"""The z self-ensemble (upsample --ensemble) against one pass, with and without data consistency; measured on
+the mixed weights (`--model mixed`), the default before the profile's weights were."""
 OTHER_METHODS = ["tricubic", "stage2_4_blocks", "stage3_8_blocks", "noise_weight_0p1", "grown_12_blocks",
-                 "stage4_12_blocks", "cycleinr"]
+                 "stage4_12_blocks", "mixed", "cycleinr"]
+PROFILES = ("average", "gaussian", "skip")
+PROFILE_FACTORS = "2.5,5"
+"""Every bundled weight on every slice profile (which weights for which scan?), at two factors to save time."""
 
 
 def make_crops(size: int, slabs: int) -> list[Path]:
@@ -85,12 +92,12 @@ def make_crops(size: int, slabs: int) -> list[Path]:
 
 
 def run_evaluate(
-    references: list, degradation: str, name: str, methods: list[str], *extra: str
+    references: list, degradation: str, name: str, methods: list[str], *extra: str, factors: str = FACTORS
 ) -> tuple[list[str], list[dict]]:
     """`cycleinr evaluate` of `methods` on `references`, its JSON written to docs/results/<name>.json."""
-    command = ["cycleinr", "evaluate", *map(str, references), "--factor", FACTORS, "--degradation", degradation,
+    command = ["cycleinr", "evaluate", *map(str, references), "--factor", factors, "--degradation", degradation,
                "--methods", ",".join(methods), "--device", "cpu", "--json", str(OUT / f"{name}.json"), *extra]
-    command += [f"--variant={v}={VARIANTS[v]}" for v in methods if v in VARIANTS]
+    command += [f"--variant={v}={VARIANTS.get(v, v)}" for v in methods if v in VARIANTS or v in BUNDLED_MODELS]
     print("$", shlex.join(command), flush=True)
     subprocess.run(command, check=True)
     return command, json.loads((OUT / f"{name}.json").read_text())["results"]
@@ -128,6 +135,22 @@ def ensemble_table(results: list[dict]) -> str:
         cells = [f"{mean(m, 'psnr'):.2f} / {mean(m, 'snli'):.4f}" for m in rows]
         seconds = f"{mean('cycleinr', 'seconds'):.1f}, {mean('cycleinr+ens', 'seconds'):.1f}"
         lines.append(f"| {factor:g} | " + " | ".join(cells) + f" | {seconds} |")
+    return "\n".join(lines)
+
+
+def profiles_table(results: dict[str, list[dict]]) -> str:
+    """Rows: the slice profile the thick slices were made with, and the factor; columns: tricubic and each
+    bundled weight, PSNR dB / SNLI as means over the references. The default picks the weights of its row's profile."""
+    models = ["tricubic", *BUNDLED_MODELS]
+    lines = ["| profile | x | " + " | ".join(models) + " |", "|---" * (2 + len(models)) + "|"]
+    for profile, part in results.items():
+        for factor in sorted({r["factor"] for r in part}):
+            subset = [r for r in part if r["factor"] == factor]
+            cells = []
+            for m in models:
+                psnr, snli = (float(np.mean([r["methods"][m][k] for r in subset])) for k in ("psnr", "snli"))
+                cells.append(f"{psnr:.2f} / {snli:.4f}")
+            lines.append(f"| {profile} | {factor:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -222,21 +245,23 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--slabs", type=int, default=2)
-    parser.add_argument("--only", choices=["validation", "other", "ensemble", "figures"], help="one part (default: all)")
+    parser.add_argument("--only", choices=["validation", "other", "profiles", "ensemble", "figures"], help="one part (default: all)")
+    parser.add_argument("--degradations", default="average,skip", help="of the validation, other and ensemble parts")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     crops = make_crops(args.size, args.slabs)
     commands_file = OUT / "commands.json"
     commands = json.loads(commands_file.read_text()) if commands_file.exists() else {}
+    degradations = [d for d in args.degradations.split(",") if d]
     if args.only in (None, "validation"):
-        for degradation in ("average", "skip"):
+        for degradation in degradations:
             command, results = run_evaluate(crops, degradation, degradation, METHODS, "--consistency", "--plot",
                                             str(OUT / f"snli_{degradation}.png"))
             commands[degradation] = command
             (OUT / f"table_{degradation}.md").write_text(summary_table(results) + "\n")
             print(f"\n{degradation}\n{summary_table(results)}")
     if args.only in (None, "other"):
-        for degradation in ("average", "skip"):
+        for degradation in degradations:
             results = []
             for modality, scans in OTHER_SCANS.items():
                 name = f"other_{modality.lower()}_{degradation}"
@@ -246,17 +271,35 @@ def main() -> int:
             table = other_scans_table(results, OTHER_METHODS)
             (OUT / f"table_other_{degradation}.md").write_text(table + "\n")
             print(f"\nother scans, {degradation}\n{table}")
+    if args.only in (None, "profiles"):
+        weights = ["tricubic", *BUNDLED_MODELS]
+        on_crops, on_others = {}, {}
+        for profile in PROFILES:
+            name = f"profiles_{profile}"
+            commands[name], on_crops[profile] = run_evaluate(crops, profile, name, weights, factors=PROFILE_FACTORS)
+            on_others[profile] = []
+            for modality, scans in OTHER_SCANS.items():
+                name = f"profiles_other_{modality.lower()}_{profile}"
+                commands[name], part = run_evaluate(scans, profile, name, weights, "--modality", modality)
+                on_others[profile] += part
+        table = profiles_table(on_crops) + "\n\nOther scans, mean PSNR gain over tricubic (x2, x2.5, x4, x5):\n\n"
+        table += "| profile | " + " | ".join(BUNDLED_MODELS) + " |\n" + "|---" * (1 + len(BUNDLED_MODELS)) + "|\n"
+        for profile, part in on_others.items():
+            gains = [np.mean([r["methods"][m]["psnr"] - r["methods"]["tricubic"]["psnr"] for r in part]) for m in BUNDLED_MODELS]
+            table += f"| {profile} | " + " | ".join(f"{g:+.2f}" for g in gains) + " |\n"
+        (OUT / "table_profiles.md").write_text(table)
+        print(f"\nbundled weights by slice profile\n{table}")
     if args.only in (None, "ensemble"):
-        for degradation in ("average", "skip"):
+        for degradation in degradations:
             name = f"ensemble_{degradation}"
             command, results = run_evaluate(crops, degradation, name, ["tricubic", "cycleinr"], "--ensemble",
-                                            "--consistency")
+                                            "--consistency", "--model", "mixed")
             commands[name] = command
             other = []
             for modality, scans in OTHER_SCANS.items():
                 name = f"ensemble_other_{modality.lower()}_{degradation}"
                 command, part = run_evaluate(scans, degradation, name, ["tricubic", "cycleinr"], "--ensemble",
-                                             "--modality", modality)
+                                             "--modality", modality, "--model", "mixed")
                 commands[name] = command
                 other += part
             table = ensemble_table(results) + "\n\nOther scans, PSNR gain over tricubic:\n\n"
@@ -268,7 +311,7 @@ def main() -> int:
         figure_scales(crops[1])
         figure_real_thick()
     commands_file.write_text(json.dumps(commands, indent=2) + "\n")
-    print(f"default model: {default_model_path()}")
+    print(f"default model (slab average): {default_model_path()}")
     return 0
 
 

@@ -62,7 +62,7 @@ def main() -> int:
     args = parser.parse_args()
     sigmas = [float(s) for s in args.sigmas.split(",")]
     scores: dict[str, dict[str, list]] = {}
-    for name, thick, reference, intensities, window, operator, output in cases(load_model(None)):
+    for name, thick, reference, intensities, window, operator, output in cases(load_model("mixed")):  # the default model when measured
         for label, sigma in [("no consistency step", None), *((f"sigma {s:g}", s) for s in sigmas)]:
             values = output.copy()
             if sigma is not None:

@@ -40,7 +40,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spans", default="1,0.45")
     args = parser.parse_args()
-    model, volume = load_model(None), read_volume(MR, axis="z")
+    model, volume = load_model("mixed"), read_volume(MR, axis="z")  # the default model when measured
     rows = []
     for span in (float(s) for s in args.spans.split(",")):
         evaluate.intensity_map = spanned(span)  # what evaluate_volume normalises with; metrics stay in MR units

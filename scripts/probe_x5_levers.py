@@ -101,7 +101,7 @@ def main() -> int:
     parser.add_argument("--adapt-steps", type=int, default=400)
     parser.add_argument("--compare", default="runs/stage4_deep/best.safetensors")
     args = parser.parse_args()
-    model, other = load_model(None), load_model(args.compare)
+    model, other = load_model("mixed"), load_model(args.compare)  # mixed: the default model when measured
     cell = 1.0 / FACTOR
     rows: dict[str, list[dict]] = {}
     for path in SAMPLES:

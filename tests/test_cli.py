@@ -35,10 +35,15 @@ def test_upsample_with_the_bundled_model_keeps_geometry(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary left behind
 
 
-def test_the_bundled_slab_average_model_by_name(tmp_path):
+def test_the_bundled_weights_by_name_and_by_slice_profile(tmp_path):
     out = tmp_path / "sr.nii.gz"
-    result = cycleinr("upsample", CT_3MM, "-o", out, "--factor", "2", "--model", "average", "--device", "cpu")
-    assert result.returncode == 0 and out.is_file(), result.stderr
+    for choice, weights in [
+        ([], "average"), (["--model", "mixed"], "mixed"), (["--profile", "skip"], "skip"),
+        (["--model", "average", "--profile", "skip"], "average"),
+    ]:
+        result = cycleinr("upsample", CT_3MM, "-o", out, "--factor", "2", "--device", "cpu", *choice)
+        assert result.returncode == 0 and out.is_file(), result.stderr
+        assert f"cycleinr ({weights}.safetensors) on cpu" in result.stdout, (choice, result.stdout)
     missing = cycleinr("upsample", CT_3MM, "-o", out, "--factor", "2", "--model", "averag.safetensors")
     assert missing.returncode == 2 and "averag.safetensors" in missing.stderr
 

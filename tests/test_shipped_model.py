@@ -1,13 +1,17 @@
-"""The model shipped in the package: it loads, it is versioned, and it beats interpolation on real CT."""
+"""The weights shipped in the package: they load, they are versioned, and they beat interpolation on real CT."""
 
 import json
 
 import pytest
 
 from napari_cycleinr.io import read_volume
+from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.model.checkpoint import (
     BUNDLED_MODELS,
+    DEFAULT_PROFILE,
     FORMAT_VERSION,
+    PROFILE_MODELS,
+    bundled_model_path,
     default_model_path,
     load_model,
     read_header,
@@ -18,8 +22,9 @@ from tests.conftest import DATA
 LIDC_CROP = DATA / "ct_lidc0002_crop_128x128x40_1p25mm.nii.gz"  # held-back validation scan, never trained on
 
 
-def test_shipped_model_is_small_versioned_and_documented():
-    path = default_model_path()
+@pytest.mark.parametrize("name", sorted(BUNDLED_MODELS))
+def test_shipped_model_is_small_versioned_and_documented(name):
+    path = bundled_model_path(name)
     assert path.is_file() and path.stat().st_size < 25e6
     header = read_header(path)
     assert header["format_version"] == FORMAT_VERSION
@@ -32,8 +37,10 @@ def test_shipped_model_is_small_versioned_and_documented():
 
 @pytest.mark.parametrize("degradation", ["average", "skip"])
 def test_shipped_model_beats_tricubic_at_x4(degradation):
+    """The default model for the profile, as `evaluate --degradation` scores it."""
     volume = read_volume(LIDC_CROP)
-    result = evaluate_volume(volume, 4.0, degradation, {"cycleinr": load_model()}, ["tricubic", "cycleinr"])
+    model = load_model(profile=degradation)
+    result = evaluate_volume(volume, 4.0, degradation, {"cycleinr": model}, ["tricubic", "cycleinr"])
     tricubic, cycleinr = result["methods"]["tricubic"], result["methods"]["cycleinr"]
     assert cycleinr["psnr"] > tricubic["psnr"], result["methods"]
     assert cycleinr["ssim"] > tricubic["ssim"], result["methods"]
@@ -58,18 +65,28 @@ def test_shipped_model_beats_tricubic_on_scans_unlike_the_validation_scan(scan, 
 
 @pytest.mark.parametrize("name", sorted(BUNDLED_MODELS))
 def test_every_bundled_model_loads_by_name_and_is_documented(name):
-    path = default_model_path(name)
+    path = bundled_model_path(name)
     assert path.is_file() and path.stat().st_size < 25e6 and path.with_suffix(".json").is_file()
     model = load_model(name)
     assert model.source == str(path) and read_header(path)["format_version"] == FORMAT_VERSION
-    assert load_model(None).source == str(default_model_path())
 
 
-def test_the_slab_average_model_beats_the_default_on_slab_averages_and_tricubic_on_gaps():
-    """What it is for (contiguous slabs), and what it must still do where it is weaker (slices with gaps)."""
+def test_the_default_model_is_the_weights_for_the_slice_profile():
+    assert load_model(None).source == str(bundled_model_path(PROFILE_MODELS[DEFAULT_PROFILE]))
+    for profile, name in PROFILE_MODELS.items():
+        assert load_model(None, profile=profile).source == load_model("default", profile=profile).source
+        assert default_model_path(profile) == bundled_model_path(name)
+    assert load_model("mixed", profile="skip").source == str(bundled_model_path("mixed"))  # a name wins
+    with pytest.raises(CycleINRError, match="unknown slice profile 'box'"):
+        load_model(None, profile="box")
+
+
+@pytest.mark.parametrize(("profile", "other"), [("average", "skip"), ("skip", "average")])
+def test_each_profile_model_beats_the_mixed_one_on_its_profile_and_tricubic_on_the_other(profile, other):
+    """What a specialist is for, and what it must still do where it is weaker (the other profile)."""
     volume = read_volume(LIDC_CROP)
-    models = {"default": load_model(), "average": load_model("average")}
-    slabs = evaluate_volume(volume, 4.0, "average", models, ["tricubic", "default", "average"])["methods"]
-    assert slabs["average"]["psnr"] > slabs["default"]["psnr"] > slabs["tricubic"]["psnr"], slabs
-    gaps = evaluate_volume(volume, 4.0, "skip", models, ["tricubic", "average"])["methods"]
-    assert gaps["average"]["psnr"] > gaps["tricubic"]["psnr"], gaps
+    models = {"mixed": load_model("mixed"), profile: load_model(profile)}
+    own = evaluate_volume(volume, 4.0, profile, models, ["tricubic", "mixed", profile])["methods"]
+    assert own[profile]["psnr"] > own["mixed"]["psnr"] > own["tricubic"]["psnr"], own
+    elsewhere = evaluate_volume(volume, 4.0, other, models, ["tricubic", profile])["methods"]
+    assert elsewhere[profile]["psnr"] > elsewhere["tricubic"]["psnr"], elsewhere

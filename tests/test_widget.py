@@ -15,7 +15,7 @@ from napari_cycleinr._layers import KEY, layer_meta, layer_to_volume, volume_to_
 from napari_cycleinr._runner import CPU_FALLBACK_NOTICE
 from napari_cycleinr._widget import (
     CANCEL_TEXT,
-    MODEL_AVERAGE,
+    MODEL_MIXED,
     MODEL_FILE,
     RUN_TEXT,
     SHOW_2D_TEXT,
@@ -281,14 +281,20 @@ def test_bundled_default_model_runs(viewer_and_widget, qtbot, notes):
     widget._values.value = "2.5"
     run(widget, qtbot)
     record = viewer.layers["small_SRx2"].metadata[KEY]["volume_metadata"]["super_resolution"]
-    assert record["model"].endswith("default.safetensors")
-    assert record["parameters"]["model"] == "bundled default"
+    assert record["model"].endswith("average.safetensors")  # the weights for the default profile
+    assert record["parameters"]["model"] == "bundled default" and record["parameters"]["profile"] == "average"
 
-    widget._model.value = MODEL_AVERAGE
-    assert widget._checkpoint.native.isHidden()
+    assert not widget._profile.native.isHidden()  # it picks the bundled weights
+    widget._profile.value = "skip"
     run(widget, qtbot)
     record = viewer.layers["small_SRx2"].metadata[KEY]["volume_metadata"]["super_resolution"]
-    assert record["model"].endswith("average.safetensors") and record["parameters"]["model"] == "average"
+    assert record["model"].endswith("skip.safetensors") and record["parameters"]["profile"] == "skip"
+
+    widget._model.value = MODEL_MIXED
+    assert widget._checkpoint.native.isHidden() and widget._profile.native.isHidden()
+    run(widget, qtbot)
+    record = viewer.layers["small_SRx2"].metadata[KEY]["volume_metadata"]["super_resolution"]
+    assert record["model"].endswith("mixed.safetensors") and record["parameters"]["model"] == "mixed"
     assert_no_traceback_notifications(notes)
 
 

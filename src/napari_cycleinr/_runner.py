@@ -115,7 +115,7 @@ class Job:
     targets: Sequence[Target]
     method: str = "cycleinr"
     checkpoint: str | None = None
-    """A .safetensors file or a bundled model's name ('average'), or None for the bundled default model."""
+    """A .safetensors file or bundled weights' name ('mixed'), or None for the bundled weights for `profile`."""
     device: str = "auto"
     reference: Volume | None = None
     reference_name: str = "reference"
@@ -132,7 +132,8 @@ class Job:
     consistency_smoothing: float = 0.0
     """Correct only the residual's in-plane low frequencies (Gaussian sigma, pixels); 0: all of it."""
     profile: str = "average"
-    """Slice profile of the scan (average, gaussian, skip): used by adaptation and exact consistency."""
+    """Slice profile of the scan (average, gaussian, skip): picks the bundled weights; used by adaptation and
+    exact consistency."""
     thickness: float = 1.0
     """Slice thickness over slice spacing of the scan (1: contiguous slices)."""
 
@@ -223,7 +224,7 @@ def _execute(
         from napari_cycleinr.model.checkpoint import load_model
 
         report(Update(0, total, "loading the model", device=str(device)))
-        model = load_model(job.checkpoint or None, device)
+        model = load_model(job.checkpoint or None, device, profile=job.profile)
     check()
     adaptation = None
     if adapt_options is not None:
@@ -269,6 +270,7 @@ def _execute(
                 "value": target.value,
                 "method": job.method,
                 "model": job.checkpoint or "bundled default",
+                "profile": job.profile,
                 "device": job.device,
                 "ensemble": job.ensemble,
             },

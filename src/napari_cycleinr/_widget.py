@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 TARGET_CHOICES = (("spacing (mm)", "spacing"), ("factor", "factor"))
 DEFAULT_VALUES = {"spacing": "1.25", "factor": "4"}
-MODEL_DEFAULT, MODEL_AVERAGE, MODEL_FILE = "bundled default", "bundled slab-average", "checkpoint file"
+MODEL_DEFAULT, MODEL_MIXED, MODEL_FILE = "bundled, for the slice profile", "bundled mixed-profile", "checkpoint file"
 RENDERINGS = ("attenuated_mip", "mip")
 RUN_TEXT, CANCEL_TEXT = "Run", "Cancel"
 SHOW_3D_TEXT, SHOW_2D_TEXT = "Show in 3D", "Back to 2D"
@@ -104,10 +104,10 @@ class SuperResolutionWidget(Container):
         )
         self._model = ComboBox(
             label="model",
-            choices=(MODEL_DEFAULT, MODEL_AVERAGE, MODEL_FILE),
+            choices=(MODEL_DEFAULT, MODEL_MIXED, MODEL_FILE),
             value=MODEL_DEFAULT,
-            tooltip="bundled default: trained on every slice profile; bundled slab-average: the same, then "
-            "specialised on contiguous slabs (most CT), better there and worse on slices with gaps",
+            tooltip="bundled, for the slice profile: the weights fine-tuned for the scan's slice profile (set "
+            "below); bundled mixed-profile: the weights trained on every profile, which they came from",
         )
         self._checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.safetensors", visible=False)
         self._device = ComboBox(label="device", choices=DEVICES, value="auto")
@@ -169,9 +169,9 @@ class SuperResolutionWidget(Container):
             label="slice profile",
             choices=PROFILES,
             value="average",
-            visible=False,
             tooltip="how the scanner made a slice from the tissue: average (contiguous slab, most CT and 2D "
-            "MRI), gaussian (a smooth slice profile), skip (thin slices with gaps between them)",
+            "MRI), gaussian (a smooth slice profile), skip (thin slices with gaps between them). It picks the "
+            "bundled weights, and sets adaptation and exact consistency",
         )
         self._thickness = FloatSpinBox(
             label="slice thickness (mm)",
@@ -200,6 +200,7 @@ class SuperResolutionWidget(Container):
                 self._method,
                 self._model,
                 self._checkpoint,
+                self._profile,
                 self._device,
                 self._device_used,
                 self._reference,
@@ -209,7 +210,6 @@ class SuperResolutionWidget(Container):
                 self._ensemble,
                 self._exact,
                 self._smoothing,
-                self._profile,
                 self._thickness,
                 self._run,
                 self._progress,
@@ -278,17 +278,20 @@ class SuperResolutionWidget(Container):
 
     def _update_scan_options(self, _value: Any = None) -> None:
         """Adapt and the ensemble only for cycleinr; the minutes only when adapting, the smoothing only with
-        exact consistency; the slice profile and thickness when either option is ticked."""
-        self._adapt.visible = self._method.value == "cycleinr"
-        self._ensemble.visible = self._method.value == "cycleinr"
+        exact consistency; the thickness when either option is ticked, and the slice profile then too, or
+        when it picks the bundled weights."""
+        model = self._method.value == "cycleinr"
+        self._adapt.visible = model
+        self._ensemble.visible = model
         self._adapt_minutes.visible = self.adapting
-        needs_profile = self.adapting or bool(self._exact.value)
+        needs_thickness = self.adapting or bool(self._exact.value)
         self._smoothing.visible = bool(self._exact.value)
-        self._profile.visible = needs_profile
-        self._thickness.visible = needs_profile
+        self._profile.visible = needs_thickness or (model and self._model.value == MODEL_DEFAULT)
+        self._thickness.visible = needs_thickness
 
     def _on_model(self, choice: str) -> None:
         self._checkpoint.visible = choice == MODEL_FILE
+        self._update_scan_options()
 
     def _update_grid(self, _value: Any = None) -> None:
         """Show what the typed target gives for the chosen input, before anything runs."""
@@ -340,7 +343,7 @@ class SuperResolutionWidget(Container):
             if reference_layer is layer:
                 raise CycleINRError("the reference must be another layer than the input")
             reference = layer_to_volume(reference_layer.data, layer_meta(reference_layer))
-        checkpoint = "average" if self._method.value == "cycleinr" and self._model.value == MODEL_AVERAGE else None
+        checkpoint = "mixed" if self._method.value == "cycleinr" and self._model.value == MODEL_MIXED else None
         if self._method.value == "cycleinr" and self._model.value == MODEL_FILE:
             path = self._checkpoint.value
             if path is None or str(path) in ("", ".") or not Path(path).is_file():

@@ -119,6 +119,7 @@ def process_folder(
     spacing: float | None = None,
     method: str = "cycleinr",
     model: str | os.PathLike[str] | None = None,
+    profile: str | None = None,
     device: str = "auto",
     modality: str | None = None,
     keep_dtype: bool = True,
@@ -138,7 +139,8 @@ def process_folder(
 
     rank and world_size default to torchrun's RANK and WORLD_SIZE (and then the ranks pool their reports at
     the end); given explicitly, this process just does its share and meets no one. consistency adds the
-    data-consistency step to each output; ensemble runs each scan twice, the second time reversed along z,
+    data-consistency step to each output; profile (the scans' slice profile) picks the bundled weights when
+    model is None or `default`; ensemble runs each scan twice, the second time reversed along z,
     and writes the mean (super_resolve).
     """
     import torch
@@ -176,7 +178,7 @@ def process_folder(
     if method == "cycleinr":
         from napari_cycleinr.model.checkpoint import load_model
 
-        network = load_model(model, torch_device)
+        network = load_model(model, torch_device, profile=profile)
     options = InferenceOptions.for_device(torch_device)
     if threads:
         from dataclasses import replace

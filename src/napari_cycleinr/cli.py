@@ -91,7 +91,7 @@ def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
     device = resolve_device(args.device)
     volume = read_volume(source, axis=args.axis)
     reference = _read_reference(args, volume) if args.reference else None  # a mismatch fails before any work
-    model = load_model(args.model, device) if method == "cycleinr" else None
+    model = load_model(args.model, device, profile=args.profile) if method == "cycleinr" else None
     options = None
     if args.threads:
         from dataclasses import replace
@@ -133,9 +133,10 @@ def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
     record = result.metadata["super_resolution"]
     if not args.quiet:
         z_in, z_out = volume.shape[0], result.shape[0]
+        weights = f" ({Path(record['model']).name})" if record.get("model") else ""
         print(
             f"wrote {target}: {z_in} -> {z_out} slices, spacing {record['spacing_in_mm']:.4g} -> "
-            f"{record['spacing_out_mm']:.4g} mm, {record['method']}{' (z ensemble)' if args.ensemble else ''} on "
+            f"{record['spacing_out_mm']:.4g} mm, {record['method']}{weights}{' (z ensemble)' if args.ensemble else ''} on "
             f"{record['device']} in {record['seconds']:.1f} s"
         )
     return 0
@@ -205,6 +206,7 @@ def _upsample_folder(args: argparse.Namespace) -> int:
         spacing=args.spacing,
         method=args.method,
         model=args.model,
+        profile=args.profile,
         device=args.device,
         modality=args.modality,
         keep_dtype=not args.float,
@@ -257,7 +259,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise CycleINRError(f"--variant takes NAME=CHECKPOINT, got {spec!r}")
         models[name] = load_model(path, device)
     if "cycleinr" in methods and "cycleinr" not in models:
-        models["cycleinr"] = load_model(args.model, device)
+        models["cycleinr"] = load_model(args.model, device, profile=args.degradation)
     unknown = [m for m in methods if m not in BASELINES and m not in models]
     if unknown:
         raise CycleINRError(f"unknown method(s) {', '.join(unknown)}: use trilinear, tricubic, cycleinr or a --variant name")
@@ -320,8 +322,8 @@ def _volume_arguments(parser: argparse.ArgumentParser, what: str, or_folder: str
     target.add_argument("--factor", type=float, help="slices per input slice, e.g. 2.5")
     target.add_argument("--spacing", type=float, help="target slice spacing in mm, e.g. 1")
     parser.add_argument(
-        "--model", help="a .safetensors checkpoint, or a bundled model: default (every slice profile; the default) "
-        "or average (specialised on contiguous slabs, most CT; worse on slices with gaps)",
+        "--model", help="a .safetensors checkpoint, or bundled weights: default (those for --profile; the default), "
+        "mixed (trained on every slice profile), average (contiguous slabs) or skip (thin slices with gaps)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--float", action="store_true", help="write float32 instead of the input's integer type")
@@ -346,7 +348,8 @@ def _consistency_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--profile", default="average", choices=["average", "gaussian", "skip"],
-        help="the scan's slice profile, for --consistency and adapt (default: average, a contiguous slab)",
+        help="the scan's slice profile: it picks the bundled weights, and is used by --consistency and adapt "
+        "(default: average, a contiguous slab; skip: thin slices with gaps between them)",
     )
     parser.add_argument(
         "--consistency-smoothing", type=float, default=0.0, metavar="PX",
@@ -400,7 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--factor", required=True, help="one factor or several, e.g. 2,2.5,4,5")
     ev.add_argument("--degradation", default="average", help="average, gaussian or skip")
     ev.add_argument("--methods", default="trilinear,tricubic,cycleinr")
-    ev.add_argument("--model", help="checkpoint or bundled model name for the cycleinr method (default: default)")
+    ev.add_argument(
+        "--model", help="checkpoint or bundled weights for the cycleinr method (default: the bundled weights for --degradation)"
+    )
     ev.add_argument("--variant", action="append", help="NAME=CHECKPOINT: another model to compare, used as a method name")
     ev.add_argument("--json", help="write all results as JSON")
     ev.add_argument("--plot", help="write the per-sample SNLI scatterplot (PNG)")

@@ -131,7 +131,7 @@ def adapt_model(
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
 ) -> tuple[CycleINR, AdaptReport]:
-    """A copy of `model` (default: the shipped one) fine-tuned on `volume`'s in-plane axes, and a report.
+    """A copy of `model` (default: the bundled weights for options.profile) fine-tuned on `volume`'s in-plane axes, and a report.
 
     progress(done, total) counts steps, or seconds when the run is bounded by time. The model passed in is
     never changed.
@@ -142,7 +142,7 @@ def adapt_model(
     if model is None:
         from napari_cycleinr.model.checkpoint import load_model
 
-        model = load_model(None, torch_device)
+        model = load_model(None, torch_device, profile=options.profile)
     start = copy.deepcopy(model).to(torch_device)
     tuned = copy.deepcopy(model).to(torch_device).train()
     data = inplane_volume(volume, modality)

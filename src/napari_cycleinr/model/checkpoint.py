@@ -23,11 +23,16 @@ from napari_cycleinr.model.cycleinr import CycleINR
 
 FORMAT = "napari-cycleinr"
 FORMAT_VERSION = 1
-DEFAULT_MODEL_NAME = "default.safetensors"
-BUNDLED_MODELS = {"default": DEFAULT_MODEL_NAME, "average": "average.safetensors"}
-"""Models shipped in the package, by the name `--model` and load_model accept: `default` (trained on mixed
-slice profiles, used unless asked otherwise) and `average` (the same, then specialised on slab-average thick
-slices, the contiguous slabs of most CT; docs/model.md)."""
+BUNDLED_MODELS = {"mixed": "mixed.safetensors", "average": "average.safetensors", "skip": "skip.safetensors"}
+"""Weights shipped in the package, by the name `--model` and load_model accept. `mixed` is trained on every
+slice profile (slab average, Gaussian, skipped slices); `average` and `skip` are it fine-tuned on one profile
+each (docs/model.md)."""
+PROFILE_MODELS = {"average": "average", "gaussian": "mixed", "skip": "skip"}
+"""The bundled weights for each slice profile: the default model is the one for the scan's profile."""
+DEFAULT_PROFILE = "average"
+"""A thick slice integrates its whole thickness (thick CT reconstructions, 2D MRI without gaps)."""
+DEFAULT_MODEL = "default"
+"""The name (and None) that means: the bundled weights for the slice profile."""
 PLAUSIBLE_LIMITS = {
     "channels": 4096,
     "blocks": 256,
@@ -41,17 +46,26 @@ PLAUSIBLE_LIMITS = {
 such a model would take hours or terabytes before its weights could be compared."""
 
 
-def default_model_path(name: str = "default") -> Path:
+def bundled_model_path(name: str) -> Path:
     """The file of a bundled model (see BUNDLED_MODELS)."""
     return Path(str(resources.files("napari_cycleinr") / "weights" / BUNDLED_MODELS[name]))
 
 
-def resolve_model_path(path: str | Path | None) -> Path:
-    """A checkpoint file, or a bundled model's by name (an existing file of that name wins); None: default."""
-    if path is None:
-        return default_model_path()
+def default_model_path(profile: str | None = None) -> Path:
+    """The file of the default model for a slice profile (None: DEFAULT_PROFILE)."""
+    profile = profile or DEFAULT_PROFILE
+    if profile not in PROFILE_MODELS:
+        raise CycleINRError(f"unknown slice profile {profile!r}; choose one of {', '.join(PROFILE_MODELS)}")
+    return bundled_model_path(PROFILE_MODELS[profile])
+
+
+def resolve_model_path(path: str | Path | None, profile: str | None = None) -> Path:
+    """A checkpoint file, or a bundled model's by name (an existing file of that name wins); None or
+    `default`: the bundled weights for the slice profile."""
+    if path is None or (str(path) == DEFAULT_MODEL and not Path(path).exists()):
+        return default_model_path(profile)
     if str(path) in BUNDLED_MODELS and not Path(path).exists():
-        return default_model_path(str(path))
+        return bundled_model_path(str(path))
     return Path(path)
 
 
@@ -121,10 +135,12 @@ def read_header(path: str | Path) -> dict[str, Any]:
     return {"format_version": int(version), "config": config, "info": info}
 
 
-def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> CycleINR:
+def load_model(
+    path: str | Path | None = None, device: str | torch.device = "cpu", profile: str | None = None
+) -> CycleINR:
     """Build the model from its header and load its weights strictly: a checkpoint file, a bundled model's
-    name (`default`, `average`), or the default model when path is None."""
-    path = resolve_model_path(path)
+    name (`mixed`, `average`, `skip`), or, for None or `default`, the bundled weights for the slice profile."""
+    path = resolve_model_path(path, profile)
     header = read_header(path)
     _check_tensor_shapes(path, header["config"])  # before building: a lying config could ask for terabytes
     model = CycleINR(header["config"])
