@@ -148,7 +148,7 @@ def test_upsample_ensemble_averages_two_passes_and_is_refused_for_interpolation(
     for path, extra in ((plain, []), (both, ["--ensemble"])):
         result = cycleinr("upsample", CT_3MM, "-o", path, "--factor", "2", "--model", tiny_checkpoint, *extra)
         assert result.returncode == 0, result.stderr
-    assert "cycleinr (z ensemble) on cpu" in result.stdout
+    assert f"cycleinr ({Path(tiny_checkpoint).name}, z ensemble) on cpu" in result.stdout
     difference = read_volume(both).data.astype(float) - read_volume(plain).data
     assert 0 < np.abs(difference).max() < 200
     out = tmp_path / "tricubic.nii.gz"

@@ -150,6 +150,7 @@ def test_end_to_end_on_the_sample_with_reference_and_consistency(
         "value": 1.25,
         "method": "cycleinr",
         "model": str(tiny_checkpoint),
+        "profile": "average",
         "device": "auto",
         "ensemble": False,
     }

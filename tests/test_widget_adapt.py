@@ -185,7 +185,7 @@ def test_gpu_out_of_memory_while_adapting_goes_on_on_the_cpu(small_ct, tiny_chec
 
     monkeypatch.setattr(infer, "resolve_device", resolve_device)
     monkeypatch.setattr(adapt, "adapt_model", adapt_model)
-    monkeypatch.setattr(checkpoint, "load_model", lambda path=None, device="cpu": real_load(path, "cpu"))
+    monkeypatch.setattr(checkpoint, "load_model", lambda path=None, device="cpu", profile=None: real_load(path, "cpu", profile))
     job = replace(make_job(small_ct, "2", checkpoint=str(tiny_checkpoint), adapt_steps=2), device="auto")
     outcome, _ = updates_of(job)
     assert outcome.error is None, outcome.error

@@ -133,10 +133,11 @@ def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
     record = result.metadata["super_resolution"]
     if not args.quiet:
         z_in, z_out = volume.shape[0], result.shape[0]
-        weights = f" ({Path(record['model']).name})" if record.get("model") else ""
+        how = ([Path(record["model"]).name] if record.get("model") else []) + (["z ensemble"] if args.ensemble else [])
+        detail = f" ({', '.join(how)})" if how else ""
         print(
             f"wrote {target}: {z_in} -> {z_out} slices, spacing {record['spacing_in_mm']:.4g} -> "
-            f"{record['spacing_out_mm']:.4g} mm, {record['method']}{weights}{' (z ensemble)' if args.ensemble else ''} on "
+            f"{record['spacing_out_mm']:.4g} mm, {record['method']}{detail} on "
             f"{record['device']} in {record['seconds']:.1f} s"
         )
     return 0

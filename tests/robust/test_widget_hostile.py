@@ -266,7 +266,7 @@ def pretend_gpu(monkeypatch):
 
     monkeypatch.setattr(infer, "resolve_device", resolve_device)
     monkeypatch.setattr(infer, "super_resolve", super_resolve)
-    monkeypatch.setattr(checkpoint, "load_model", lambda path=None, device="cpu": real_load(path, "cpu"))
+    monkeypatch.setattr(checkpoint, "load_model", lambda path=None, device="cpu", profile=None: real_load(path, "cpu", profile))
     return calls
 
 
