@@ -81,7 +81,7 @@ def test_the_default_model_is_the_weights_for_the_slice_profile():
         load_model(None, profile="box")
 
 
-@pytest.mark.parametrize(("profile", "other"), [("average", "skip"), ("skip", "average")])
+@pytest.mark.parametrize(("profile", "other"), [("average", "skip"), ("gaussian", "average"), ("skip", "average")])
 def test_each_profile_model_beats_the_mixed_one_on_its_profile_and_tricubic_on_the_other(profile, other):
     """What a specialist is for, and what it must still do where it is weaker (the other profile)."""
     volume = read_volume(LIDC_CROP)

@@ -23,11 +23,16 @@ from napari_cycleinr.model.cycleinr import CycleINR
 
 FORMAT = "napari-cycleinr"
 FORMAT_VERSION = 1
-BUNDLED_MODELS = {"mixed": "mixed.safetensors", "average": "average.safetensors", "skip": "skip.safetensors"}
+BUNDLED_MODELS = {
+    "mixed": "mixed.safetensors",
+    "average": "average.safetensors",
+    "gaussian": "gaussian.safetensors",
+    "skip": "skip.safetensors",
+}
 """Weights shipped in the package, by the name `--model` and load_model accept. `mixed` is trained on every
-slice profile (slab average, Gaussian, skipped slices); `average` and `skip` are it fine-tuned on one profile
-each (docs/model.md)."""
-PROFILE_MODELS = {"average": "average", "gaussian": "mixed", "skip": "skip"}
+slice profile (slab average, Gaussian, skipped slices); `average`, `gaussian` and `skip` are it fine-tuned on
+one profile each (docs/model.md)."""
+PROFILE_MODELS = {"average": "average", "gaussian": "gaussian", "skip": "skip"}
 """The bundled weights for each slice profile: the default model is the one for the scan's profile."""
 DEFAULT_PROFILE = "average"
 """A thick slice integrates its whole thickness (thick CT reconstructions, 2D MRI without gaps)."""
