@@ -23,9 +23,10 @@ LIDC_CROP = DATA / "ct_lidc0002_crop_128x128x40_1p25mm.nii.gz"  # held-back vali
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLED_MODELS))
-def test_shipped_model_is_small_versioned_and_documented(name):
+def test_every_bundled_model_is_small_versioned_documented_and_loads_by_name(name):
     path = bundled_model_path(name)
-    assert path.is_file() and path.stat().st_size < 25e6
+    assert path.is_file() and path.stat().st_size < 25e6 and path.with_suffix(".json").is_file()
+    assert load_model(name).source == str(path)
     header = read_header(path)
     assert header["format_version"] == FORMAT_VERSION
     sidecar = json.loads(path.with_suffix(".json").read_text())
@@ -61,14 +62,6 @@ def test_shipped_model_beats_tricubic_on_scans_unlike_the_validation_scan(scan, 
     models = {"cycleinr": load_model()}
     result = evaluate_volume(volume, factor, "average", models, ["tricubic", "cycleinr"], modality)
     assert result["methods"]["cycleinr"]["psnr"] > result["methods"]["tricubic"]["psnr"], result["methods"]
-
-
-@pytest.mark.parametrize("name", sorted(BUNDLED_MODELS))
-def test_every_bundled_model_loads_by_name_and_is_documented(name):
-    path = bundled_model_path(name)
-    assert path.is_file() and path.stat().st_size < 25e6 and path.with_suffix(".json").is_file()
-    model = load_model(name)
-    assert model.source == str(path) and read_header(path)["format_version"] == FORMAT_VERSION
 
 
 def test_the_default_model_is_the_weights_for_the_slice_profile():

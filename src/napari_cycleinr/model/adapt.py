@@ -131,7 +131,8 @@ def adapt_model(
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
 ) -> tuple[CycleINR, AdaptReport]:
-    """A copy of `model` (default: the bundled weights for options.profile) fine-tuned on `volume`'s in-plane axes, and a report.
+    """A copy of `model` (default: the bundled weights for options.profile) fine-tuned on `volume`'s in-plane
+    axes, and a report.
 
     progress(done, total) counts steps, or seconds when the run is bounded by time. The model passed in is
     never changed.

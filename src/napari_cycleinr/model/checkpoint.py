@@ -144,7 +144,7 @@ def load_model(
     path: str | Path | None = None, device: str | torch.device = "cpu", profile: str | None = None
 ) -> CycleINR:
     """Build the model from its header and load its weights strictly: a checkpoint file, a bundled model's
-    name (`mixed`, `average`, `skip`), or, for None or `default`, the bundled weights for the slice profile."""
+    name (BUNDLED_MODELS), or, for None or `default`, the bundled weights for the slice profile."""
     path = resolve_model_path(path, profile)
     header = read_header(path)
     _check_tensor_shapes(path, header["config"])  # before building: a lying config could ask for terabytes
