@@ -1,0 +1,17 @@
+"""DICOM series in and out: read a folder (or one file) of a series as a Volume, write a Volume as a new
+derived series of the same study.
+
+    list_series(path)                          -> [SeriesInfo(uid, number, description, modality, slices, part, key)]
+    read_dicom(path, axis=None, series=None)   -> Volume (metadata: slice_thickness_mm, slice_spacing_mm, dicom)
+    read_all_series(path, axis=None)           -> [(SeriesInfo, Volume or the CycleINRError that refused it)]
+    write_dicom_series(volume, out_dir, ...)   -> Path of the new series folder (written atomically)
+
+Only headers decide geometry (ImagePositionPatient, ImageOrientationPatient, PixelSpacing); what cannot be
+stacked as a regular volume is refused with one message (see docs/dicom.md for every case).
+"""
+
+from napari_cycleinr.io.dicom.frames import is_dicom_file
+from napari_cycleinr.io.dicom.read import list_series, read_all_series, read_dicom
+from napari_cycleinr.io.dicom.series import SeriesInfo
+
+__all__ = ["SeriesInfo", "is_dicom_file", "list_series", "read_all_series", "read_dicom"]
