@@ -237,13 +237,19 @@ def layer_to_volume(data: Any, meta: Mapping[str, Any]) -> Volume:
     return Volume(array, affine, file_axes=file_axes, metadata=volume_metadata)
 
 
+REFERENCE_PATH_KEY = "reference_path"
+"""Volume metadata key naming the reference a result was scored against: its writers refuse that file too."""
+
+
 def protected_paths(meta: Mapping[str, Any]) -> list[str]:
-    """Files a writer must not overwrite with this layer: its source and the inputs it was computed from."""
+    """Files a writer must not overwrite with this layer: its source, the inputs it was computed from and
+    the reference it was compared with (the package's own files are refused by the output guard itself)."""
     info = layer_info(meta)
     paths = [str(p) for p in info.get("protected_paths") or ()]
-    source = (info.get("volume_metadata") or {}).get("source_path")
-    if source:
-        paths.append(str(source))
+    volume_metadata = info.get("volume_metadata") or {}
+    records = [volume_metadata, *(v for v in volume_metadata.values() if isinstance(v, Mapping))]
+    for record in records:  # e.g. metadata["reference_path"], metadata["error_image"]["reference_path"]
+        paths += [str(record[key]) for key in ("source_path", REFERENCE_PATH_KEY) if record.get(key)]
     return list(dict.fromkeys(paths))
 
 

@@ -2,8 +2,9 @@
 
 The layer becomes a Volume again through `_layers.layer_to_volume`: its stored affine and file axis order when
 scale and translate are unchanged, else an affine rebuilt from them with the stored orientation. Writes go
-through `napari_cycleinr.io.write_volume`: atomic, never over the layer's source file nor over the inputs it
-was computed from. NIfTI keeps the full orientation; TIFF (ImageJ for uint8/uint16/int16/float32, OME-TIFF
+through `napari_cycleinr.io.write_volume` and so the output guard (io/guard.py): atomic, never over the
+layer's source file, the inputs it was computed from, the reference it was scored against, nor any file of
+the installed package. NIfTI keeps the full orientation; TIFF (ImageJ for uint8/uint16/int16/float32, OME-TIFF
 otherwise) keeps spacing and origin.
 """
 
@@ -42,16 +43,17 @@ def write_layers_to_folder(path: str, layer_data: list[FullLayerData]) -> list[s
     """
     from napari_cycleinr.io import file_suffix
 
+    from napari_cycleinr.io.guard import guard_output, make_folder
+
     folder = Path(os.fspath(path)).expanduser()
     suffix = file_suffix(folder) or FOLDER_SUFFIX
     if file_suffix(folder):
         folder = folder.with_name(folder.name[: -len(suffix)])
-    if folder.exists() and not folder.is_dir():
-        raise CycleINRError(f"cannot write layers into {folder}: it is a file, not a folder")
+    guard_output(folder, kind="folder")  # not a file, not inside the package: before anything is made
     non_images = [meta.get("name", "?") for _, meta, kind in layer_data if kind != "image"]
     if non_images:
         raise CycleINRError(f"only image layers can be saved here, not {', '.join(non_images)}")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_folder(folder)
     written, used = [], set()
     for data, meta, _ in layer_data:
         stem = _safe_name(str(meta.get("name") or "layer"))

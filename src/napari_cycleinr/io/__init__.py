@@ -52,12 +52,15 @@ def read_volume(path: str | os.PathLike[str], axis: str | None = None) -> Volume
     `axis` ('x', 'y' or 'z', naming the file's own axes) picks the through-plane axis; by default it is the
     axis with the largest spacing, ties going to the file's slice axis (NIfTI k, TIFF axis 0).
     """
+    from napari_cycleinr.io.guard import file_kind
+
     path = Path(os.fspath(path)).expanduser()
     module = _format_module(path)
-    if not path.exists():
+    kind = file_kind(path)  # never opens the path: opening a FIFO would wait forever
+    if kind == "nothing":
         raise CycleINRError(f"no such file: {path}")
-    if not path.is_file():
-        raise CycleINRError(f"{path} is a folder, not a file")
+    if kind != "a file":
+        raise CycleINRError(f"{path} is {kind}, not a file")
     return module.read(path, axis)
 
 
@@ -73,14 +76,22 @@ def write_volume(
     Never writes over the volume's own source file nor over any path in `refuse` (the inputs of a run), and
     leaves any previous file at `path` untouched when writing fails.
     """
-    from napari_cycleinr.io import atomic
+    from napari_cycleinr.io.guard import write_guarded
 
     destination = Path(os.fspath(path)).expanduser()
     module = _format_module(destination)
-    destination = atomic.prepare_destination(
-        destination, source=volume.metadata.get("source_path"), refuse=refuse, overwrite=overwrite
-    )
-    return atomic.write_atomically(destination, lambda temporary: module.save(volume, temporary))
+    protected = [volume.metadata.get("source_path"), *refuse]
+
+    def save(temporary: Path) -> None:
+        try:
+            module.save(volume, temporary)
+        except CycleINRError:
+            raise
+        except ValueError as error:  # nibabel/tifffile refusing what they were given: one line naming the file
+            reason = " ".join(str(error).split())[:300] or type(error).__name__
+            raise CycleINRError(f"cannot write {destination.name}: {reason}") from error
+
+    return write_guarded(destination, save, protected=protected, overwrite=overwrite)
 
 
 def _format_module(path: Path) -> ModuleType:

@@ -2,6 +2,8 @@
 
 A file is written to a hidden temporary next to its destination, flushed to disk, then renamed over the
 destination in one step (os.replace): readers see either the old file or the complete new one, never half.
+What may be written at all (not an input, not a packaged file, not a folder) is decided by io/guard.py;
+`guard.write_guarded` is the guard followed by `write_atomically`.
 """
 
 from __future__ import annotations
@@ -21,14 +23,6 @@ TEMPORARY_MARK = ".part"
 nibabel still compresses a '.nii.gz'."""
 
 
-def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """Whether two paths name one file: by inode when both exist (hard links, case-insensitive disks), else
-    by resolved path."""
-    with contextlib.suppress(OSError):
-        return os.path.samefile(a, b)
-    return os.path.normcase(Path(a).resolve()) == os.path.normcase(Path(b).resolve())
-
-
 def prepare_destination(
     path: str | os.PathLike[str],
     *,
@@ -36,24 +30,10 @@ def prepare_destination(
     refuse: Iterable[str | os.PathLike[str]] = (),
     overwrite: bool = True,
 ) -> Path:
-    """The resolved destination, after refusing every write that would lose data or cannot succeed.
+    """The resolved destination after the output guard's refusals (io/guard.py; kept for existing callers)."""
+    from napari_cycleinr.io.guard import guard_output
 
-    Resolving first means writing through a symlink replaces its target, and comparisons see the real file.
-    """
-    destination = Path(os.fspath(path)).expanduser().resolve()
-    if not destination.parent.is_dir():
-        raise CycleINRError(f"cannot write {destination}: folder {destination.parent} does not exist")
-    if destination.is_dir():
-        raise CycleINRError(f"cannot write {destination}: it is a folder")
-    protected = ([source] if source else []) + list(refuse)
-    for input_path in protected:
-        if same_file(destination, input_path):
-            raise CycleINRError(
-                f"refusing to overwrite {destination}: it is an input of this run; choose another output path"
-            )
-    if not overwrite and destination.exists():
-        raise CycleINRError(f"{destination} already exists; choose another output path or allow overwriting")
-    return destination
+    return guard_output(path, protected=[source, *refuse], overwrite=overwrite)
 
 
 def check_destination(
@@ -63,12 +43,15 @@ def check_destination(
     refuse: Iterable[str | os.PathLike[str]] = (),
     overwrite: bool = True,
 ) -> Path:
-    """Everything `write_volume` will refuse, checked before a long run rather than after it.
+    """`prepare_destination` plus a real probe of the folder, before a long run rather than after it."""
+    from napari_cycleinr.io.guard import guard_output
 
-    `prepare_destination`'s refusals, then a real probe: the hidden temporary is created (O_EXCL) and removed
-    again: the only reliable test of a read-only folder or file system (permissions do not stop root).
-    """
-    destination = prepare_destination(path, source=source, refuse=refuse, overwrite=overwrite)
+    return guard_output(path, protected=[source, *refuse], overwrite=overwrite, probe=True)
+
+
+def probe_folder(destination: Path) -> None:
+    """Create the hidden temporary a write will use (O_EXCL) and remove it again: the only reliable test of a
+    read-only folder or file system (permissions do not stop root)."""
     probe = _temporary_name(destination)
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
@@ -76,7 +59,6 @@ def check_destination(
         raise _cannot_write(destination, error) from error
     with contextlib.suppress(OSError):
         probe.unlink()
-    return destination
 
 
 def _temporary_name(destination: Path) -> Path:
@@ -92,20 +74,20 @@ def write_atomically(destination: Path, write: Callable[[Path], None]) -> Path:
     OSErrors (permissions, full disk) become CycleINRErrors with the system's reason.
     """
     temporary = _temporary_name(destination)
+    created = False
     try:
         # O_EXCL: never reuse someone else's file; mode 0o666 lets the umask decide, as for any new file.
         os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as error:
-        raise _cannot_write(destination, error) from error
-    try:
+        created = True
         if destination.exists():
             shutil.copymode(destination, temporary)
         write(temporary)
         _fsync(temporary, os.O_RDWR)
         os.replace(temporary, destination)
-    except BaseException as error:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
+    except BaseException as error:  # KeyboardInterrupt and SIGTERM (boundary.py) included: no .part is left
+        if created:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
         if isinstance(error, OSError):
             raise _cannot_write(destination, error) from error
         raise

@@ -42,6 +42,7 @@ REFUSED_DATATYPES = {
     2048: "complex voxels (complex256); give a real-valued volume",
     2304: "RGBA colour voxels; give a grey-value volume",
 }
+NIFTI1_MAX_DIM = 32767
 MAX_DEFLATE_RATIO = 1100
 """gzip (deflate) cannot shrink data more than ~1032:1, so a .nii.gz of n bytes holds at most ~1032 n."""
 
@@ -98,7 +99,9 @@ def save(volume: Volume, path: Path) -> None:
     fields = dict(volume.metadata.get("nifti_header") or {}) if from_nifti else {}
     qform_code = int(fields.get("qform_code") or fields.get("sform_code") or SCANNER_ANAT)
     sform_code = int(fields.get("sform_code") or fields.get("qform_code") or SCANNER_ANAT)
-    image = nib.Nifti1Image(array, affine, dtype=array.dtype)
+    # NIfTI-1 stores each dimension as int16: a longer axis (a very fine z grid) needs NIfTI-2, same file name
+    image_class = nib.Nifti2Image if max(array.shape) > NIFTI1_MAX_DIM else nib.Nifti1Image
+    image = image_class(array, affine, dtype=array.dtype)
     image.set_qform(affine, code=qform_code)
     image.set_sform(affine, code=sform_code)
     header = image.header
