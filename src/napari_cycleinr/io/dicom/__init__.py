@@ -13,5 +13,14 @@ stacked as a regular volume is refused with one message (see docs/dicom.md for e
 from napari_cycleinr.io.dicom.frames import is_dicom_file
 from napari_cycleinr.io.dicom.read import list_series, read_all_series, read_dicom
 from napari_cycleinr.io.dicom.series import SeriesInfo
+from napari_cycleinr.io.dicom.write import default_description, write_dicom_series
 
-__all__ = ["SeriesInfo", "is_dicom_file", "list_series", "read_all_series", "read_dicom"]
+__all__ = [
+    "SeriesInfo",
+    "default_description",
+    "is_dicom_file",
+    "list_series",
+    "read_all_series",
+    "read_dicom",
+    "write_dicom_series",
+]

@@ -93,7 +93,9 @@ def read_stack(stack: SeriesInfo, folder: Path, axis: str | None, skipped: Any =
     array = np.empty(shape, dtype=dtype)
     _fill(array, frames)
     metadata = _metadata(stack, geometry, folder, skipped)
-    volume = canonical_volume(array, geometry.affine, "zyx", axis, metadata)
+    # The stack is the through-plane axis unless told otherwise: a DICOM series is a stack of its slices,
+    # even when super-resolution made them thinner than the pixels.
+    volume = canonical_volume(array, geometry.affine, "zyx", axis or "z", metadata)
     modality = stack.modality if stack.modality in MODALITIES else volume.metadata["modality"]
     return volume.replace(metadata={**volume.metadata, "modality": modality})
 
