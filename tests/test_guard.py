@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_cycleinr._layers import REFERENCE_PATH_KEY, layer_to_volume, volume_to_layer_data
-from napari_cycleinr._reader import read_files
+from napari_cycleinr._layers import REFERENCE_PATH_KEY, volume_to_layer_data
 from napari_cycleinr._writer import write_layers_to_folder, write_nifti, write_tiff
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.io import read_volume, write_volume
@@ -80,7 +79,12 @@ def test_a_fifo_is_named_a_fifo_and_never_opened(tmp_path):
     fifo = tmp_path / "pipe.nii.gz"
     os.mkfifo(fifo)
     outcome: list[BaseException] = []
-    reader = threading.Thread(target=lambda: outcome.append(pytest.raises(CycleINRError, read_volume, fifo).value))
+    def read() -> None:
+        with pytest.raises(CycleINRError) as caught:
+            read_volume(fifo)
+        outcome.append(caught.value)
+
+    reader = threading.Thread(target=read)
     reader.start()
     reader.join(timeout=10)
     assert not reader.is_alive(), "reading a FIFO blocked"
@@ -138,13 +142,13 @@ def test_the_napari_writers_refuse_the_layers_reference(tmp_path, scan):
     """napari #23 item 1: after a run with a reference, saving the result over the reference is refused."""
     reference = tmp_path / "reference.nii.gz"
     reference.write_bytes(CT_3MM.read_bytes())
-    ((data, kwargs, _),) = read_files(scan)
-    volume = layer_to_volume(data, kwargs)
+    volume = read_volume(scan)
     result = volume.replace(metadata={**volume.metadata, REFERENCE_PATH_KEY: str(reference)})
     sr_data, sr_meta = volume_to_layer_data(result, name="sr", role="super_resolved")
     before = snapshot(tmp_path)
     (tmp_path / "ref link.tif").symlink_to(reference)
-    for target, writer in ((reference, write_nifti), (scan, write_nifti), (tmp_path / "ref link.tif", write_tiff)):
+    link = tmp_path / "ref link.tif"
+    for target, writer in ((reference, write_nifti), (scan, write_nifti), (link, write_tiff)):
         with pytest.raises(CycleINRError, match="it is an input of this run"):
             writer(str(target), sr_data, sr_meta)
     with pytest.raises(CycleINRError, match="inside the installed"):
@@ -156,8 +160,8 @@ def test_the_napari_writers_refuse_the_layers_reference(tmp_path, scan):
 
 
 def test_the_folder_writer_refuses_the_package_and_files(tmp_path, scan):
-    ((data, kwargs, _),) = read_files(scan)
-    layers = [(data, {**kwargs, "name": "scan"}, "image")]
+    data, kwargs = volume_to_layer_data(read_volume(scan), name="scan")
+    layers = [(data, kwargs, "image")]
     with pytest.raises(CycleINRError, match="inside the installed"):
         write_layers_to_folder(str(PACKAGE_ROOT / "sample_data" / "saved"), layers)
     (tmp_path / "notes").write_text("a file")

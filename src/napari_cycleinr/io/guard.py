@@ -8,7 +8,7 @@ a symlink loop, a missing parent folder. `write_guarded` is the guard followed b
 io/atomic.py: the one way a file is written.
 
     from napari_cycleinr.io.guard import guard_output, write_guarded
-    target = guard_output(args.output, protected=[args.input, args.reference], probe=True)  # before a long run
+    target = guard_output(args.output, protected=[args.input, args.reference], probe=True)  # before a run
     write_guarded(args.json, lambda tmp: tmp.write_text(text), protected=inputs)
 """
 
@@ -91,7 +91,7 @@ def guard_output(
         _check_file(destination)
     _check_not_packaged(destination)
     for input_path in protected:
-        if input_path is not None and str(input_path) != "" and same_path(destination, input_path):
+        if input_path is not None and str(input_path) and same_path(destination, input_path):
             raise CycleINRError(
                 f"refusing to overwrite {destination}: it is an input of this run; choose another output path"
             )
@@ -155,8 +155,8 @@ def _check_not_packaged(destination: Path) -> None:
         return
     if destination == PACKAGE_ROOT or destination.is_relative_to(PACKAGE_ROOT):
         raise CycleINRError(
-            f"refusing to write {destination}: it is inside the installed napari_cycleinr package (its weights, "
-            "sample scans and manifest); choose an output path outside it"
+            f"refusing to write {destination}: it is inside the installed napari_cycleinr package (its "
+            "weights, sample scans and manifest); choose an output path outside it"
         )
 
 
