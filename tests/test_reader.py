@@ -118,3 +118,56 @@ def test_viewer_opens_files_through_the_plugin(make_napari_viewer, tiff_file):
     assert tuple(str(u) for u in ct.units) == ("millimeter",) * 3
     assert tuple(ct.axis_labels) == ("z", "y", "x")
     np.testing.assert_allclose(viewer.layers["stack"].translate, (10.0, -3.0, 7.0), atol=1e-9)
+
+
+# --- DICOM -------------------------------------------------------------------------------------------------
+
+DICOM = DATA / "dicom"
+
+
+def test_get_reader_takes_dicom_folders_and_files_but_not_other_folders(tmp_path):
+    assert callable(napari_get_reader(str(DICOM / "ct_philips_2slices")))
+    assert callable(napari_get_reader(str(DICOM / "ct_philips_2slices" / "I510")))  # no extension
+    assert callable(napari_get_reader(str(DICOM)))  # series one level down
+    (tmp_path / "pictures").mkdir()
+    (tmp_path / "pictures" / "a.png").write_bytes(b"\x89PNG")
+    for path in (tmp_path / "pictures", tmp_path, tmp_path / "pictures" / "a.png"):
+        assert napari_get_reader(str(path)) is None, path
+
+
+def test_dicom_layer_matches_its_nifti_twin_and_carries_the_thickness():
+    ((data, kwargs, kind),) = read_files(str(DICOM / "ct_philips_2slices"))
+    assert kind == "image" and kwargs["name"] == "ct_philips_2slices" and data.shape == (2, 512, 512)
+    twin = read_volume(DICOM / "ct_philips_twin_crop.nii.gz")
+    twin_scale, twin_translate = scale_translate(twin.affine)
+    np.testing.assert_allclose(kwargs["scale"], twin_scale, atol=1e-6)
+    # the twin is cropped at row 60, column 100: its origin sits that far along the layer's own axes
+    np.testing.assert_allclose(
+        np.array(kwargs["translate"]) + np.array([0, 60, 100]) * kwargs["scale"], twin_translate, atol=0.01
+    )
+    assert kwargs["metadata"]["slice_thickness_mm"] == 1.0
+    assert kwargs["metadata"][KEY]["volume_metadata"]["dicom"]["SeriesNumber"] == 202
+    assert kwargs["contrast_limits"] == (-160.0, 240.0)
+
+
+def test_a_folder_of_several_series_opens_each_and_names_the_refused_one(tmp_path):
+    for name in ("ct_philips_2slices", "ct_ge_tilt_2slices", "mr_sag_3slices"):
+        shutil.copytree(DICOM / name, tmp_path / "all", dirs_exist_ok=True)
+    with pytest.warns(UserWarning, match="tilted 18.5 degrees"):
+        layers = read_files(str(tmp_path / "all"))
+    assert [kw["name"] for _, kw, _ in layers] == ['all 5 SAG MPRAGE 220 FOV', 'all 202 STD BRAIN 1MM, iDose']
+    with pytest.raises(CycleINRError, match="tilted 18.5 degrees"):
+        read_files(str(DICOM / "ct_ge_tilt_2slices"))
+
+
+def test_viewer_opens_a_dicom_series_and_saves_it_as_a_new_series(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(DICOM / "mr_sag_3slices"), plugin="napari-cycleinr")
+    volume = read_volume(DICOM / "mr_sag_3slices")
+    np.testing.assert_allclose(layer.scale, volume.spacing)
+    assert layer.metadata["slice_thickness_mm"] == pytest.approx(0.9)
+    written = viewer.layers.save(str(tmp_path / "saved.dcm"), selected=False, plugin="napari-cycleinr")
+    assert written == [str(tmp_path / "saved")]
+    back = read_volume(tmp_path / "saved")
+    np.testing.assert_array_equal(back.data, volume.data)
+    np.testing.assert_allclose(back.affine, volume.affine, atol=1e-6)

@@ -1,11 +1,11 @@
-"""napari writers: an image layer (input, super-resolved, error, consistency) as NIfTI or TIFF.
+"""napari writers: an image layer (input, super-resolved, error, consistency) as NIfTI, TIFF or a DICOM series.
 
 The layer becomes a Volume again through `_layers.layer_to_volume`: its stored affine and file axis order when
 scale and translate are unchanged, else an affine rebuilt from them with the stored orientation. Writes go
 through `napari_cycleinr.io.write_volume` and so the output guard (io/guard.py): atomic, never over the
 layer's source file, the inputs it was computed from, the reference it was scored against, nor any file of
 the installed package. NIfTI keeps the full orientation; TIFF (ImageJ for uint8/uint16/int16/float32, OME-TIFF
-otherwise) keeps spacing and origin.
+otherwise) keeps spacing and origin. DICOM writes a new derived series of the layer's study into a folder.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from napari_cycleinr.errors import CycleINRError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 TIFF_SUFFIXES = (".tif", ".tiff")
+DICOM_SUFFIX = ".dcm"
+"""What selects the DICOM writer in napari's save dialog; the series is a folder named without it."""
 FOLDER_SUFFIX = ".nii.gz"
 """What each layer becomes when several layers are saved to a folder."""
 
@@ -34,6 +36,26 @@ def write_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 def write_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer as a TIFF stack with its spacing (and origin); returns the path written."""
     return [_write_layer(path, data, meta, TIFF_SUFFIXES)]
+
+
+def write_dicom(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write one image layer as a new DICOM series in the folder `path`; returns the folder written.
+
+    napari picks a writer by extension, so 'result.dcm' chooses this one and names the folder 'result'
+    (a path without the extension is taken as the folder itself). The series joins the study the layer came from (a layer read from DICOM, or computed from one); its
+    description says what it is ('CycleINR 5->1.25 mm', '... error' for an error image).
+    """
+    from napari_cycleinr._layers import layer_info
+    from napari_cycleinr.io.dicom import default_description, write_dicom_series
+
+    volume = layer_to_volume(data, meta)
+    role = str(layer_info(meta).get("role") or "image")
+    description = default_description(volume) + ("" if role in ("image", "super_resolved") else f" {role}")
+    folder = path[: -len(DICOM_SUFFIX)] if path.lower().endswith(DICOM_SUFFIX) else path
+    folder = write_dicom_series(
+        volume, folder, description=description, overwrite=True, refuse=protected_paths(meta)
+    )
+    return [str(folder)]
 
 
 def write_layers_to_folder(path: str, layer_data: list[FullLayerData]) -> list[str]:

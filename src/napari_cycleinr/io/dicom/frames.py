@@ -127,7 +127,7 @@ def _not_an_image(dataset: Dataset) -> str:
         return f"{modality} (not an image)"
     if "PixelData" not in dataset:
         kinds = ("FloatPixelData", "DoubleFloatPixelData")
-        return "floating-point pixel data (not supported)" if any(k in dataset for k in kinds) else "no pixels"
+        return "floating-point pixel data (not supported)" if any(k in dataset for k in kinds) else "without pixels"
     return ""
 
 

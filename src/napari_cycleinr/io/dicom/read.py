@@ -65,6 +65,9 @@ def read_dicom(path: str | os.PathLike[str], axis: str | None = None, series: st
     if series is None and file_series is not None:
         stacks = [s for s in stacks if s.uid == file_series] or stacks
         where = f"the series of {Path(path).name} in {folder}"
+    if not stacks:
+        skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(scan.skipped.items()) if n) or "no files"
+        raise CycleINRError(f"no DICOM image series in {where} (skipped: {skipped})")
     chosen = select_series(stacks, series, where)
     return read_stack(chosen, folder, axis, scan.skipped)
 
@@ -139,9 +142,9 @@ def _check_decodable(frames: tuple[Frame, ...], name: str) -> None:
             available = False
         if not available:
             raise CycleINRError(
-                f"{name}: its pixels are compressed as {uid.name} ({uid}), which needs an optional decoder "
-                "that is not installed (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg), or "
-                "convert the series to uncompressed DICOM first (e.g. gdcmconv --raw, dcmdjpeg)"
+                f"{name}: its pixels are compressed as {uid.name} ({uid}), which needs a decoder that is not "
+                "installed: pip install python-gdcm (JPEG Lossless, JPEG-LS), or convert the series to "
+                "uncompressed DICOM first (e.g. gdcmconv --raw)"
             )
 
 
