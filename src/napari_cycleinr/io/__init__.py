@@ -46,15 +46,22 @@ def is_supported(path: str | os.PathLike[str]) -> bool:
     return bool(file_suffix(path))
 
 
-def read_volume(path: str | os.PathLike[str], axis: str | None = None) -> Volume:
-    """Read a NIfTI or TIFF file as a canonical Volume.
+def read_volume(
+    path: str | os.PathLike[str], axis: str | None = None, series: str | int | None = None
+) -> Volume:
+    """Read a NIfTI or TIFF file, or a DICOM series (a folder or one of its files), as a canonical Volume.
 
     `axis` ('x', 'y' or 'z', naming the file's own axes) picks the through-plane axis; by default it is the
-    axis with the largest spacing, ties going to the file's slice axis (NIfTI k, TIFF axis 0).
+    axis with the largest spacing, ties going to the file's slice axis (NIfTI k, TIFF axis 0). `series`
+    (number, SeriesInstanceUID or key) picks one series of a DICOM folder that holds several.
     """
     from napari_cycleinr.io.guard import file_kind
 
     path = Path(os.fspath(path)).expanduser()
+    if series is not None or _is_dicom(path):
+        from napari_cycleinr.io.dicom import read_dicom
+
+        return read_dicom(path, axis=axis, series=series)
     module = _format_module(path)
     kind = file_kind(path)  # never opens the path: opening a FIFO would wait forever
     if kind == "nothing":
@@ -92,6 +99,13 @@ def write_volume(
             raise CycleINRError(f"cannot write {destination.name}: {reason}") from error
 
     return write_guarded(destination, save, protected=protected, overwrite=overwrite)
+
+
+def _is_dicom(path: Path) -> bool:
+    """A folder (DICOM series are folders), or a file without a NIfTI/TIFF suffix that starts like DICOM."""
+    from napari_cycleinr.io.dicom.frames import is_dicom_file
+
+    return path.is_dir() or (not file_suffix(path) and path.is_file() and is_dicom_file(path))
 
 
 def _format_module(path: Path) -> ModuleType:
