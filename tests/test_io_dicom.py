@@ -11,7 +11,7 @@ import pytest
 
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.io import read_volume
-from napari_cycleinr.io.dicom import read_dicom, write_dicom_series
+from napari_cycleinr.io.dicom import write_dicom_series
 from napari_cycleinr.volume import resampled_z_affine
 
 DICOM = Path(__file__).parent / "data" / "dicom"
@@ -48,7 +48,9 @@ def test_metadata_carries_thickness_spacing_and_identity():
     assert mr.metadata["slice_thickness_mm"] == pytest.approx(0.9) and mr.metadata["modality"] == "MR"
     assert ct.metadata["format"] == "dicom" and ct.metadata["source_path"] == str(PHILIPS.resolve())
     identity = ct.metadata["dicom"]
-    assert identity["SeriesNumber"] == 202 and identity["Modality"] == "CT" and identity["first_instance"] == 51
+    assert (
+        identity["SeriesNumber"] == 202 and identity["Modality"] == "CT" and identity["first_instance"] == 51
+    )
     assert identity["StudyInstanceUID"].startswith("1.3.46.670589.33.1.274927")
     assert identity["FrameOfReferenceUID"] and identity["PatientID"] == "PLASTIC"
     # the sagittal MR's slices advance along x (3 degrees off): its through-plane axis is x in patient terms

@@ -129,10 +129,12 @@ def test_localizers_non_images_and_other_files_are_skipped(tmp_path):
     folder = tmp_path / "s"
     write_series(folder, axial_positions(3))
     sagittal = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
-    image(9, (0, -100, 100), orientation=sagittal).save_as(folder / "scout_in_series.dcm", enforce_file_format=True)
-    image(0, (0, 0, 0), series_uid="1.2.3.5", series_number=1, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"]).save_as(
-        folder / "scout_series.dcm", enforce_file_format=True
-    )  # fmt: skip
+    image(9, (0, -100, 100), orientation=sagittal).save_as(
+        folder / "scout_in_series.dcm", enforce_file_format=True
+    )
+    scout = image(0, (0, 0, 0), series_uid="1.2.3.5", series_number=1)
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.save_as(folder / "scout_series.dcm", enforce_file_format=True)
     report = image(0, (0, 0, 0), series_uid="1.2.3.6", Modality="SR")
     del report.PixelData
     report.save_as(folder / "report.dcm", enforce_file_format=True)
@@ -144,7 +146,8 @@ def test_localizers_non_images_and_other_files_are_skipped(tmp_path):
     volume = read_volume(folder)
     assert volume.shape[0] == 3
     assert volume.metadata["dicom"]["skipped_files"] == {
-        "not DICOM": 1, "SR (not an image)": 1, "without pixels": 1, "localizer": 1, "other orientation (localizer?)": 1,
+        "not DICOM": 1, "SR (not an image)": 1, "without pixels": 1, "localizer": 1,
+        "other orientation (localizer?)": 1,
     }  # fmt: skip
 
 
@@ -223,7 +226,9 @@ def test_rle_compressed_series_reads_and_jpeg_ls_without_a_decoder_is_refused(tm
         ds.file_meta.TransferSyntaxUID = JPEGLSLossless
         ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + b"\0" * 12])
         ds.save_as(folder / f"{k}.dcm", enforce_file_format=True)
-    with pytest.raises(CycleINRError, match=r"compressed as JPEG-LS Lossless Image Compression .*python-gdcm"):
+    with pytest.raises(
+        CycleINRError, match=r"compressed as JPEG-LS Lossless Image Compression .*python-gdcm"
+    ):
         read_volume(folder)
 
 
@@ -237,7 +242,9 @@ def test_corrupt_and_hostile_files_give_one_clear_error(tmp_path):
     garbage = tmp_path / "garbage"
     garbage.mkdir()
     (garbage / "x.dcm").write_bytes(b"\0" * 128 + b"DICM" + bytes(range(256)) * 4)
-    with pytest.raises(CycleINRError, match=r"no DICOM image series in .*garbage \(skipped: 1 without pixels\)"):
+    with pytest.raises(
+        CycleINRError, match=r"no DICOM image series in .*garbage \(skipped: 1 without pixels\)"
+    ):
         read_volume(garbage)
 
     huge = tmp_path / "huge"
@@ -248,14 +255,18 @@ def test_corrupt_and_hostile_files_give_one_clear_error(tmp_path):
 
 def test_several_series_are_listed_and_picked_by_number_or_uid(tmp_path):
     write_series(tmp_path / "s", axial_positions(3), names=["a1", "a2", "a3"])
-    write_series(tmp_path / "s", axial_positions(2), names=["b1", "b2"], series_uid="1.2.3.8", series_number=7,
+    write_series(tmp_path / "s", axial_positions(2), names=["b1", "b2"], series_uid="1.2.3.8",
+                 series_number=7,
                  SeriesDescription="THIN")  # fmt: skip
     stacks = list_series(tmp_path / "s")
     assert [(s.number, s.uid, s.slices, s.description) for s in stacks] == [
         (3, "1.2.3.4", 3, ""), (7, "1.2.3.8", 2, "THIN"),
     ]  # fmt: skip
-    with pytest.raises(CycleINRError, match=r'holds 2 image series: series 3 \(no description\) \(CT, 3 slices\) \[3\]; '
-                                            r'series 7 "THIN" \(CT, 2 slices\) \[7\]; choose one with --series'):  # fmt: skip
+    listed = (
+        r"holds 2 image series: series 3 \(no description\) \(CT, 3 slices\) \[3\]; "
+        r'series 7 "THIN" \(CT, 2 slices\) \[7\]; choose one with --series'
+    )
+    with pytest.raises(CycleINRError, match=listed):
         read_volume(tmp_path / "s")
     assert read_volume(tmp_path / "s", series=7).shape[0] == 2
     assert read_volume(tmp_path / "s", series="1.2.3.4").shape[0] == 3

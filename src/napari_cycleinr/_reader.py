@@ -101,7 +101,9 @@ def read_dicom_layers(paths: Sequence[Path]) -> list[LayerDataTuple]:
             if isinstance(outcome, CycleINRError):
                 refused.append(outcome)
                 continue
-            name = folder.name if len(results) == 1 else f"{folder.name} {stack.key} {stack.description}".strip()
+            name = folder.name
+            if len(results) > 1:
+                name = f"{folder.name} {stack.key} {stack.description}".strip()
             data, kwargs = volume_to_layer_data(outcome, name=name)
             for key in ("slice_thickness_mm", "slice_spacing_mm"):
                 kwargs["metadata"][key] = outcome.metadata.get(key)

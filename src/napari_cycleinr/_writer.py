@@ -1,4 +1,4 @@
-"""napari writers: an image layer (input, super-resolved, error, consistency) as NIfTI, TIFF or a DICOM series.
+"""napari writers: an image layer (input, super-resolved, error, consistency) as NIfTI, TIFF or DICOM.
 
 The layer becomes a Volume again through `_layers.layer_to_volume`: its stored affine and file axis order when
 scale and translate are unchanged, else an affine rebuilt from them with the stored orientation. Writes go
@@ -42,8 +42,9 @@ def write_dicom(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer as a new DICOM series in the folder `path`; returns the folder written.
 
     napari picks a writer by extension, so 'result.dcm' chooses this one and names the folder 'result'
-    (a path without the extension is taken as the folder itself). The series joins the study the layer came from (a layer read from DICOM, or computed from one); its
-    description says what it is ('CycleINR 5->1.25 mm', '... error' for an error image).
+    (a path without the extension is taken as the folder itself). The series joins the study the layer
+    came from (a layer read from DICOM, or computed from one); its description says what it is
+    ('CycleINR 5->1.25 mm', '... error' for an error image).
     """
     from napari_cycleinr._layers import layer_info
     from napari_cycleinr.io.dicom import default_description, write_dicom_series
@@ -64,7 +65,6 @@ def write_layers_to_folder(path: str, layer_data: list[FullLayerData]) -> list[s
     A path ending in a supported suffix names the folder without it and that suffix is used for every layer.
     """
     from napari_cycleinr.io import file_suffix
-
     from napari_cycleinr.io.guard import guard_output, make_folder
 
     folder = Path(os.fspath(path)).expanduser()

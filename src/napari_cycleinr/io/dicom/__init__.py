@@ -1,8 +1,8 @@
 """DICOM series in and out: read a folder (or one file) of a series as a Volume, write a Volume as a new
 derived series of the same study.
 
-    list_series(path)                          -> [SeriesInfo(uid, number, description, modality, slices, part, key)]
-    read_dicom(path, axis=None, series=None)   -> Volume (metadata: slice_thickness_mm, slice_spacing_mm, dicom)
+    list_series(path)                         -> [SeriesInfo(uid, number, description, modality, slices, ...)]
+    read_dicom(path, axis=None, series=None)  -> Volume (metadata slice_thickness_mm, slice_spacing_mm, dicom)
     read_all_series(path, axis=None)           -> [(SeriesInfo, Volume or the CycleINRError that refused it)]
     write_dicom_series(volume, out_dir, ...)   -> Path of the new series folder (written atomically)
 

@@ -19,7 +19,7 @@ STEPS = int(UINT16.max)
 
 
 def encode_values(data: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """(stored int16 or uint16 array, slope, intercept) with stored * slope + intercept == data (see above)."""
+    """(stored int16/uint16 array, slope, intercept) with stored * slope + intercept == data (see above)."""
     data = np.asarray(data)
     if data.dtype.kind not in "biuf":
         raise CycleINRError(f"voxels of type {data.dtype} cannot be written as DICOM; give grey values")

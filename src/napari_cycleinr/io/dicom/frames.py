@@ -93,7 +93,9 @@ def candidate_files(folder: Path) -> list[Path]:
                 continue
             found.append(Path(root) / name)
             if len(found) > MAX_FILES:
-                raise unreadable(folder, f"it holds more than {MAX_FILES:,} files; give the folder of one scan")
+                raise unreadable(
+                    folder, f"it holds more than {MAX_FILES:,} files; give the folder of one scan"
+                )
     return found
 
 
@@ -127,7 +129,11 @@ def _not_an_image(dataset: Dataset) -> str:
         return f"{modality} (not an image)"
     if "PixelData" not in dataset:
         kinds = ("FloatPixelData", "DoubleFloatPixelData")
-        return "floating-point pixel data (not supported)" if any(k in dataset for k in kinds) else "without pixels"
+        return (
+            "floating-point pixel data (not supported)"
+            if any(k in dataset for k in kinds)
+            else "without pixels"
+        )
     return ""
 
 
@@ -144,7 +150,9 @@ def _check_pixel_format(dataset: Dataset, path: Path) -> None:
     samples = int(dataset.get("SamplesPerPixel", 1) or 1)
     if samples != 1:
         photometric = dataset.get("PhotometricInterpretation", "?")
-        raise unreadable(path, f"it is a colour image ({photometric}, {samples} samples); give grey-value slices")
+        raise unreadable(
+            path, f"it is a colour image ({photometric}, {samples} samples); give grey-value slices"
+        )
     rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
     if rows < 1 or columns < 1:
         raise unreadable(path, f"its image size is {rows} x {columns} pixels")

@@ -80,7 +80,8 @@ def _check_same_grid(frames: tuple[Frame, ...] | list[Frame], name: str) -> None
             )
         if not np.allclose(frame.pixel_spacing, first.pixel_spacing, rtol=SAME_SPACING, atol=0):
             raise CycleINRError(
-                f"{name}: slices have different pixel spacings ({_mm(first.pixel_spacing)} in {_where(first)}, "
+                f"{name}: slices have different pixel spacings ({_mm(first.pixel_spacing)} in "
+                f"{_where(first)}, "
                 f"{_mm(frame.pixel_spacing)} in {_where(frame)}); they are not one volume"
             )
         if np.max(np.abs(frame.orientation - first.orientation)) > SAME_DIRECTION:
@@ -90,9 +91,7 @@ def _check_same_grid(frames: tuple[Frame, ...] | list[Frame], name: str) -> None
             )
 
 
-def _without_copies(
-    frames: list[Frame], along: np.ndarray, name: str
-) -> tuple[list[Frame], np.ndarray, int]:
+def _without_copies(frames: list[Frame], along: np.ndarray, name: str) -> tuple[list[Frame], np.ndarray, int]:
     """Drop repeated copies of one SOP instance; refuse two different images at one position."""
     keep = [0]
     copies = 0
@@ -100,7 +99,9 @@ def _without_copies(
         previous = frames[keep[-1]]
         if abs(along[i] - along[keep[-1]]) > POSITION_TOLERANCE_MM:
             keep.append(i)
-        elif frames[i].sop_uid and frames[i].sop_uid == previous.sop_uid and frames[i].frame == previous.frame:
+        elif (
+            frames[i].sop_uid and frames[i].sop_uid == previous.sop_uid and frames[i].frame == previous.frame
+        ):
             copies += 1
         else:
             raise CycleINRError(
@@ -128,8 +129,8 @@ def _check_on_a_line(frames: list[Frame], along: np.ndarray, normal: np.ndarray,
         raise CycleINRError(
             f"{name}: the slices are tilted {tilt:.1f} degrees against the line their centres lie on (gantry "
             f"tilt{said}){also}; stacking them as a regular volume would shear the anatomy by up to "
-            f"{drift.max():.0f} mm. Reconstruct the series without tilt, or resample it onto an untilted grid "
-            "first (e.g. dcm2niix corrects gantry tilt)"
+            f"{drift.max():.0f} mm. Reconstruct the series without tilt, or resample it onto an untilted "
+            "grid first (e.g. dcm2niix corrects gantry tilt)"
         )
     if uneven:
         raise CycleINRError(

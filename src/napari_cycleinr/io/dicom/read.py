@@ -17,8 +17,14 @@ import pydicom
 
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.intensity import MODALITIES
-from napari_cycleinr.io import canonical_volume, check_fits_in_memory, library_errors, unreadable
-from napari_cycleinr.io.dicom.frames import Frame, FolderScan, candidate_files, is_dicom_file, scan_files
+from napari_cycleinr.io import (
+    canonical_volume,
+    check_fits_in_memory,
+    is_supported,
+    library_errors,
+    unreadable,
+)
+from napari_cycleinr.io.dicom.frames import FolderScan, Frame, candidate_files, is_dicom_file, scan_files
 from napari_cycleinr.io.dicom.geometry import StackGeometry, stack_geometry
 from napari_cycleinr.io.dicom.series import SeriesInfo, group_series, select_series
 from napari_cycleinr.volume import Volume
@@ -27,7 +33,8 @@ IDENTITY_KEYWORDS = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "StudyInstanceUID",
     "StudyID", "StudyDate", "StudyTime", "StudyDescription", "AccessionNumber", "ReferringPhysicianName",
     "FrameOfReferenceUID", "PositionReferenceIndicator", "SeriesInstanceUID", "SeriesNumber",
-    "SeriesDescription", "Modality", "SOPClassUID", "Manufacturer", "ManufacturerModelName", "BodyPartExamined",
+    "SeriesDescription", "Modality", "SOPClassUID", "Manufacturer", "ManufacturerModelName",
+    "BodyPartExamined",
     "PatientPosition", "SpecificCharacterSet",
 )  # fmt: skip
 """Header fields kept in metadata['dicom']: who and what the scan is, so a derived series can join it."""
@@ -56,7 +63,9 @@ def list_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
     return group_series(scan)
 
 
-def read_dicom(path: str | os.PathLike[str], axis: str | None = None, series: str | int | None = None) -> Volume:
+def read_dicom(
+    path: str | os.PathLike[str], axis: str | None = None, series: str | int | None = None
+) -> Volume:
     """The volume of one DICOM series: a folder holding one series, a file of a series (its whole series is
     read), or a folder of several with `series` naming one (number, SeriesInstanceUID or listed key)."""
     scan, folder, file_series = scan_path(path)
@@ -67,12 +76,16 @@ def read_dicom(path: str | os.PathLike[str], axis: str | None = None, series: st
         where = f"the series of {Path(path).name} in {folder}"
     if not stacks:
         skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(scan.skipped.items()) if n) or "no files"
-        raise CycleINRError(f"no DICOM image series in {where} (skipped: {skipped})")
+        volumes = [p.name for p in candidate_files(folder) if is_supported(p)][:3]
+        hint = f"; it holds {', '.join(volumes)}, ...: give one of those files" if volumes else ""
+        raise CycleINRError(f"no DICOM image series in {where} (skipped: {skipped}){hint}")
     chosen = select_series(stacks, series, where)
     return read_stack(chosen, folder, axis, scan.skipped)
 
 
-def read_all_series(path: str | os.PathLike[str], axis: str | None = None) -> list[tuple[SeriesInfo, Volume | CycleINRError]]:
+def read_all_series(
+    path: str | os.PathLike[str], axis: str | None = None
+) -> list[tuple[SeriesInfo, Volume | CycleINRError]]:
     """Every stack in the folder with its volume, or with the error that refused it (napari opens each)."""
     scan, folder, _ = scan_path(path)
     results: list[tuple[SeriesInfo, Volume | CycleINRError]] = []
@@ -174,7 +187,9 @@ def _fill(array: np.ndarray, frames: tuple[Frame, ...]) -> None:
 
 def _metadata(stack: SeriesInfo, geometry: StackGeometry, folder: Path, skipped: Any) -> dict[str, Any]:
     header = geometry.frames[0].header
-    identity = {key: _plain(header.get(key)) for key in IDENTITY_KEYWORDS if header.get(key) not in (None, "")}
+    identity = {
+        key: _plain(header.get(key)) for key in IDENTITY_KEYWORDS if header.get(key) not in (None, "")
+    }
     identity.update(
         {
             "transfer_syntaxes": sorted({f.transfer_syntax for f in geometry.frames}),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_cycleinr.errors import CycleINRError
-from napari_cycleinr.io.dicom.frames import Frame, FolderScan
+from napari_cycleinr.io.dicom.frames import FolderScan, Frame
 
 PARALLEL_COSINE = 0.9999
 """Slice normals closer than this (about 0.8 degrees) count as one orientation."""
@@ -89,7 +89,9 @@ def select_series(stacks: list[SeriesInfo], series: str | int | None, where: str
             "(or series=) and its number, UID or the key in brackets"
         )
     wanted = str(series).strip()
-    exact = [s for s in stacks if wanted in (s.key, s.uid + s.key.partition(":")[1] + s.key.partition(":")[2])]
+    exact = [
+        s for s in stacks if wanted in (s.key, s.uid + s.key.partition(":")[1] + s.key.partition(":")[2])
+    ]
     if len(exact) == 1:
         return exact[0]
     matches = [s for s in stacks if wanted in (s.uid, str(s.number))]

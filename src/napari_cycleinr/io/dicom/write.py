@@ -96,7 +96,11 @@ def _prepare(destination: Path, volume: Volume, refuse: Iterable[Any], overwrite
         contents = list(destination.iterdir())
         ours = all(p.is_file() and p.suffix.lower() == ".dcm" for p in contents)
         if contents and not (overwrite and ours):
-            why = "it is not empty" if not ours else "it already holds a series (allow overwriting to replace it)"
+            why = (
+                "it is not empty"
+                if not ours
+                else "it already holds a series (allow overwriting to replace it)"
+            )
             raise CycleINRError(f"cannot write a DICOM series into {destination}: {why}; choose a new folder")
     return destination
 
@@ -152,7 +156,10 @@ def _slice_datasets(
     column_direction = lps[:3, 1] / spacing[1]
     normal = np.cross(row_direction, column_direction)
     stack = lps[:3, 0] / spacing[0]
-    if abs(row_direction @ column_direction) > SHEAR_TOLERANCE or abs(abs(stack @ normal) - 1) > SHEAR_TOLERANCE:
+    if (
+        abs(row_direction @ column_direction) > SHEAR_TOLERANCE
+        or abs(abs(stack @ normal) - 1) > SHEAR_TOLERANCE
+    ):
         raise CycleINRError(
             "the volume's axes are not perpendicular (its affine has a shear): DICOM slices cannot hold that "
             "geometry; save it as NIfTI"
@@ -183,7 +190,11 @@ def _slice_datasets(
 
 
 def _shared_dataset(
-    volume: Volume, identity: dict[str, Any], modality: str, description: str | None, series_number: int | None
+    volume: Volume,
+    identity: dict[str, Any],
+    modality: str,
+    description: str | None,
+    series_number: int | None,
 ) -> Dataset:
     now = datetime.datetime.now()
     dataset = Dataset()
@@ -214,7 +225,9 @@ def _shared_dataset(
     return dataset
 
 
-def _set_pixel_format(dataset: Dataset, stored: np.ndarray, slope: float, intercept: float, modality: str) -> None:
+def _set_pixel_format(
+    dataset: Dataset, stored: np.ndarray, slope: float, intercept: float, modality: str
+) -> None:
     dataset.SamplesPerPixel = 1
     dataset.PhotometricInterpretation = "MONOCHROME2"
     dataset.Rows, dataset.Columns = int(stored.shape[1]), int(stored.shape[2])
