@@ -94,7 +94,7 @@ def write_volume(
             module.save(volume, temporary)
         except CycleINRError:
             raise
-        except ValueError as error:  # nibabel/tifffile refusing what they were given: one line naming the file
+        except ValueError as error:  # nibabel/tifffile refusing what they were given: one line naming it
             reason = " ".join(str(error).split())[:300] or type(error).__name__
             raise CycleINRError(f"cannot write {destination.name}: {reason}") from error
 
@@ -172,31 +172,32 @@ def check_voxel_dtype(dtype: np.dtype, path: Path) -> None:
 
 
 def available_memory_bytes() -> int | None:
-    """Memory the system can give now: MemAvailable (counts reclaimable cache), else free pages, else None."""
+    """Memory the system can give now: MemAvailable (counts reclaimable cache), else free pages, else None;
+    a container's cgroup limit when it is lower (io/budget.py)."""
+    from napari_cycleinr.io.budget import cgroup_available_bytes
+
+    system = None
     with contextlib.suppress(OSError, ValueError, IndexError):
         with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    return None
+            system = next((int(x.split()[1]) * 1024 for x in meminfo if x.startswith("MemAvailable:")), None)
+    if system is None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            system = int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    limits = [n for n in (system, cgroup_available_bytes()) if n is not None]
+    return min(limits) if limits else None
 
 
-def check_fits_in_memory(shape: tuple[int, ...], itemsize: int, path: Path) -> None:
-    """Refuse a header that claims an array too large to read, so a lying header cannot exhaust memory."""
+def check_fits_in_memory(shape: tuple[int, ...], itemsize: int, path: Path, extra_bytes: int = 0) -> None:
+    """Refuse a header that claims an array too large to read, so a lying header cannot exhaust memory:
+    `itemsize` bytes per voxel (all copies the reader makes) plus `extra_bytes`, in io/budget.py limits."""
+    from napari_cycleinr.io.budget import check_affordable
+
     voxels = int(np.prod([int(n) for n in shape], dtype=object))
     if voxels == 0:
         raise unreadable(path, f"the volume has no voxels (shape {tuple(shape)})")
     if voxels > MAX_VOXELS:
         raise unreadable(path, f"shape {tuple(shape)} has {voxels:,} voxels, more than {MAX_VOXELS:,}")
-    needed = voxels * int(itemsize)
-    available = available_memory_bytes()
-    if available is not None and needed > available:
-        gib = 2**30
-        raise unreadable(
-            path, f"shape {tuple(shape)} needs {needed / gib:.1f} GiB, only {available / gib:.1f} GiB free"
-        )
+    check_affordable(voxels * int(itemsize) + int(extra_bytes), path, tuple(shape), available_memory_bytes())
 
 
 def permutation_matrix(file_axes: tuple[int, ...]) -> np.ndarray:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import gzip
 import logging
+import struct
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,8 @@ REFUSED_DATATYPES = {
     2304: "RGBA colour voxels; give a grey-value volume",
 }
 NIFTI1_MAX_DIM = 32767
+MAX_EXTENSION_BYTES = 64 * 2**20
+"""Header extensions (DICOM tags, AFNI XML) are kB to a few MB; nibabel reads them whole, unused here."""
 MAX_DEFLATE_RATIO = 1100
 """gzip (deflate) cannot shrink data more than ~1032:1, so a .nii.gz of n bytes holds at most ~1032 n."""
 
@@ -51,7 +55,7 @@ def read(path: Path, axis: str | None = None) -> Volume:
     """A canonical Volume from a NIfTI file; header, shape, pixdim and size are checked before any voxel
     is read, so a damaged or lying file is refused without allocating what its header claims."""
     with library_errors(path), _quiet_nibabel():
-        _check_raw_header(path)
+        extensions = _check_raw_header(path)
         image = nib.load(path, mmap=False)  # no memory map: the file may be replaced while we hold the array
         if not isinstance(image, nib.Nifti1Image):  # Nifti2Image is a subclass
             raise unreadable(path, f"not a NIfTI image ({type(image).__name__})")
@@ -62,12 +66,17 @@ def read(path: Path, axis: str | None = None) -> Volume:
         offset = int(getattr(image.dataobj, "offset", header.get_data_offset()))  # where nibabel will read
         _check_file_holds_the_voxels(path, offset, shape, on_disk.itemsize)
         scaled = image.dataobj.slope != 1 or image.dataobj.inter != 0
-        check_fits_in_memory(shape, max(on_disk.itemsize, 8 if scaled else 0), path)
+        # the stored voxels (twice from gzip: GzipFile.readinto reads, then copies), plus nibabel's scaled
+        # float copy when the header scales them
+        stored = on_disk.itemsize * (2 if path.name.lower().endswith(".gz") else 1)
+        check_fits_in_memory(shape, stored + (8 if scaled else 0), path, extensions)
         try:
             array = np.asarray(np.asanyarray(image.dataobj)).reshape(shape)
         except (EOFError, zlib.error) as error:
             reason = f"it is truncated or damaged (the compressed data breaks off: {error})"
             raise unreadable(path, reason) from None
+        if scaled:
+            _check_scaled_values(array, image.dataobj.slope, image.dataobj.inter, path)
         affine = np.array(image.affine, dtype=np.float64)
         codes = {key: int(header[key]) for key in ("qform_code", "sform_code", "xyzt_units")}
         slice_dim = header.get_dim_info()[2]
@@ -120,7 +129,10 @@ def _quiet_nibabel():
     level = logger.level
     logger.setLevel(logging.CRITICAL + 1)  # nibabel still raises for problems at its error level
     try:
-        yield
+        with warnings.catch_warnings():
+            # header extensions are never used here, so their size being odd is no concern of the user's
+            warnings.filterwarnings("ignore", message="Extension size is not a multiple of 16")
+            yield
     finally:
         logger.setLevel(level)
 
@@ -136,12 +148,13 @@ def _spatial_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
     raise unreadable(path, f"it has {len(shape)} dimensions (shape {shape}); give a single 3D volume")
 
 
-def _check_raw_header(path: Path) -> None:
+def _check_raw_header(path: Path) -> int:
     """Refuse what is not a NIfTI volume we can read, from the header as written in the file.
 
     nibabel silently 'repairs' some fields on load (abs of pixdim, zero -> 1) and gives cryptic messages for
     others, so the raw header is read first, unchecked: NIfTI-1 or -2 at all, a voxel type we read, the
-    number of dimensions, then positive voxel sizes along the spatial axes the file has.
+    number of dimensions, then positive voxel sizes along the spatial axes the file has. Returns the bytes
+    nibabel will hold for the header extensions, after refusing extensions it could not afford to read.
     """
     try:
         with ImageOpener(path) as file:
@@ -157,10 +170,11 @@ def _check_raw_header(path: Path) -> None:
                 header_class, header_size = nib.Nifti2Header, 540
             else:
                 raise unreadable(path, "it is not a NIfTI file (its first bytes are not a NIfTI header)")
-            if len(file.read(header_size - 4)) < header_size - 4:
+            rest = file.read(header_size - 4)
+            if len(rest) < header_size - 4:
                 raise unreadable(path, "the file is cut off inside its NIfTI header")
-            file.seek(0)
-            raw = header_class.from_fileobj(file, check=False)
+            raw = header_class(start + rest, check=False)  # not from_fileobj: it would read the extensions
+            extensions = _extension_bytes(file, raw, path)
     except gzip.BadGzipFile:
         raise unreadable(path, "it is not gzip-compressed, although its name ends in .gz") from None
     except (EOFError, zlib.error):
@@ -181,6 +195,49 @@ def _check_raw_header(path: Path) -> None:
     if not all(np.isfinite(v) and v > 0 for v in pixdim):
         said = ", ".join(f"{v:.6g}" for v in pixdim)
         raise unreadable(path, f"voxel sizes (pixdim) must be positive numbers, the header says [{said}]")
+    return extensions
+
+
+def _extension_bytes(file: Any, raw: nib.Nifti1Header, path: Path) -> int:
+    """Walk the header extensions (sizes only, skipping their content) as nibabel will read them, and refuse
+    a chain that would make it allocate more than MAX_EXTENSION_BYTES or read to the end of the file."""
+    flag = file.read(4)
+    if len(flag) < 4 or flag[:1] == b"\0":
+        return 0
+    order = "<" if raw.endianness == "<" else ">"
+    remaining = int(raw["vox_offset"]) - file.tell()
+    total = 0
+    while remaining >= 16:
+        size, _code = struct.unpack(f"{order}ii", file.read(8).ljust(8, b"\0"))
+        if size < 16:
+            raise unreadable(path, f"a header extension has an impossible size ({size} bytes): it is damaged")
+        total += size
+        if total > MAX_EXTENSION_BYTES:
+            raise unreadable(
+                path,
+                f"its header extensions hold more than {MAX_EXTENSION_BYTES // 2**20} MB "
+                "(this is not voxel data): it is damaged or crafted",
+            )
+        file.seek(size - 8, 1)
+        remaining -= size
+    return 2 * total  # nibabel keeps each extension's content and a copy without trailing zeros
+
+
+def _check_scaled_values(array: np.ndarray, slope: float, inter: float, path: Path) -> None:
+    """A scl_slope/scl_inter that turn stored numbers into infinities or into values no float32 holds is a
+    damaged header: refuse it rather than let the intensity window clip it silently."""
+    if array.size == 0 or array.dtype.kind != "f":
+        return
+    low, high = float(np.min(array)), float(np.max(array))
+    if np.isnan(low) or np.isnan(high):  # float voxels that hold NaN themselves: kept as they are
+        return
+    largest = max(abs(low), abs(high))
+    if largest > float(np.finfo(np.float32).max):
+        raise unreadable(
+            path,
+            f"its scaling (scl_slope {slope:.6g}, scl_inter {inter:.6g}) gives values up to {largest:.3g}, "
+            "beyond what a float32 holds: the header is damaged",
+        )
 
 
 def _check_file_holds_the_voxels(path: Path, offset: int, shape: tuple[int, ...], itemsize: int) -> None:

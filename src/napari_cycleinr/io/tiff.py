@@ -78,6 +78,7 @@ def read(path: Path, axis: str | None = None) -> Volume:
                 raise
             check_voxel_dtype(series.dtype, path)
             _check_file_holds_the_voxels(path, series, shape)
+            _check_strips_are_distinct(path, series)
             check_fits_in_memory(shape, series.dtype.itemsize, path)
             flavour = "ome" if tif.is_ome else "imagej" if tif.is_imagej else "plain"
             geometry = {"ome": _ome_geometry, "imagej": _imagej_geometry}.get(flavour, _no_geometry)(tif)
@@ -114,13 +115,16 @@ def save(volume: Volume, path: Path) -> None:
     array, affine = file_layout(volume, file_axes)
     array = storable(array)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)  # (z, y, x), since file axes are (z, y, x)
-    origin = affine[2::-1, 3]  # world (x, y, z) -> (z, y, x)
+    # The origin along the volume's own axes (napari's translate, see _layers): for an axis-aligned volume
+    # the world origin in (z, y, x); for a flipped one (LPS-stored NIfTI) the origin in those flipped axes,
+    # so the stack, read back axis-aligned, lies where the layer it was saved from lay.
+    origin = np.linalg.solve(affine[:3, :3] / spacing, affine[:3, 3])
     axis_aligned = np.zeros((3, 3))
     axis_aligned[[2, 1, 0], [0, 1, 2]] = spacing
     if not np.allclose(affine[:3, :3], axis_aligned, atol=1e-6 * spacing.max()):
         warnings.warn(
             "TIFF stores no orientation: the volume's rotation or flips are dropped "
-            "(spacing and origin are kept)",
+            "(spacing kept, and the origin along the volume's own axes: it reopens where napari showed it)",
             UserWarning,
             stacklevel=2,
         )
@@ -207,6 +211,25 @@ def _check_file_holds_the_voxels(path: Path, series: Any, shape: tuple[int, int,
             f"its pages describe {needed:,} bytes of voxels {tuple(shape)} but the file has only "
             f"{size:,} bytes: it is truncated or damaged",
         )
+
+
+def _check_strips_are_distinct(path: Path, series: Any) -> None:
+    """Refuse strips or tiles that point at the same (or overlapping) bytes: an honest writer stores each
+    once, and a crafted file uses this to make a few kB of compressed data decode into gigabytes."""
+    if getattr(series, "dataoffset", None) is not None:
+        return  # one contiguous block of uncompressed voxels, checked against the file size already
+    chunks = []
+    for page in getattr(series, "pages", ()) or ():
+        offsets, counts = getattr(page, "dataoffsets", ()) or (), getattr(page, "databytecounts", ()) or ()
+        chunks += [(int(o), int(n)) for o, n in zip(offsets, counts, strict=False) if int(n) > 0]
+    chunks.sort()
+    for (offset, count), (next_offset, _) in zip(chunks, chunks[1:], strict=False):
+        if offset + count > next_offset:
+            raise unreadable(
+                path,
+                f"{len(chunks)} strips or tiles share bytes (several point at offset {next_offset}): "
+                "the file is damaged or crafted",
+            )
 
 
 def _volume_shape(shape: tuple[int, ...], axes: str, path: Path) -> tuple[int, int, int]:
