@@ -3,6 +3,7 @@ NIfTI twins, and derived series written back: pydicom, SimpleITK (when installed
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.io import read_volume
-from napari_cycleinr.io.dicom import write_dicom_series
+from napari_cycleinr.io.dicom import check_series_destination, write_dicom_series
 from napari_cycleinr.volume import resampled_z_affine
 
 DICOM = Path(__file__).parent / "data" / "dicom"
@@ -107,7 +108,10 @@ def test_super_resolved_float_values_round_trip_within_half_a_rescale_step(tmp_p
 
 def test_a_nifti_volume_becomes_a_new_study_marked_as_placeholder(tmp_path):
     volume = read_volume(TWINS[MR])
-    out = write_dicom_series(volume, tmp_path / "from_nifti")
+    nifti = tmp_path / "scan.nii.gz"
+    shutil.copy(TWINS[MR], nifti)
+    volume = read_volume(nifti)
+    out = write_dicom_series(volume, tmp_path / "from_nifti")  # next to its source file: allowed
     back = read_volume(out)
     np.testing.assert_array_equal(back.data, volume.data)
     np.testing.assert_allclose(back.affine, volume.affine, atol=1e-6)
@@ -130,6 +134,8 @@ def test_written_series_reads_in_simpleitk_with_the_same_geometry(tmp_path):
 
 def test_writes_are_atomic_and_never_touch_inputs(tmp_path, monkeypatch):
     source = read_volume(PHILIPS)
+    with pytest.raises(CycleINRError, match="it holds an input of this run"):
+        check_series_destination(source, PHILIPS / "inside")  # checked before a long run
     with pytest.raises(CycleINRError, match="it holds an input of this run"):
         write_dicom_series(source, PHILIPS)
     busy = tmp_path / "busy"

@@ -60,24 +60,9 @@ def read_files(path: PathOrPaths) -> list[LayerDataTuple]:
 
 def is_dicom_path(path: Path) -> bool:
     """A DICOM file, or a folder with a DICOM file among its first files (itself or one level down)."""
-    from napari_cycleinr.io.dicom import is_dicom_file
+    from napari_cycleinr.io.dicom import looks_like_dicom
 
-    if path.is_file():
-        from napari_cycleinr.io import is_supported
-
-        return not is_supported(path) and is_dicom_file(path)
-    if not path.is_dir():
-        return False
-    looked = 0
-    for folder in (path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))):
-        for file in sorted(folder.iterdir()):
-            if file.is_file() and not file.name.startswith("."):
-                if is_dicom_file(file):
-                    return True
-                looked += 1
-                if looked >= DICOM_PEEK:
-                    return False
-    return False
+    return looks_like_dicom(path, peek=DICOM_PEEK)
 
 
 def read_dicom_layers(paths: Sequence[Path]) -> list[LayerDataTuple]:

@@ -10,16 +10,18 @@ Only headers decide geometry (ImagePositionPatient, ImageOrientationPatient, Pix
 stacked as a regular volume is refused with one message (see docs/dicom.md for every case).
 """
 
-from napari_cycleinr.io.dicom.frames import is_dicom_file
+from napari_cycleinr.io.dicom.frames import is_dicom_file, looks_like_dicom
 from napari_cycleinr.io.dicom.read import list_series, read_all_series, read_dicom
 from napari_cycleinr.io.dicom.series import SeriesInfo
-from napari_cycleinr.io.dicom.write import default_description, write_dicom_series
+from napari_cycleinr.io.dicom.write import check_series_destination, default_description, write_dicom_series
 
 __all__ = [
     "SeriesInfo",
+    "check_series_destination",
     "default_description",
     "is_dicom_file",
     "list_series",
+    "looks_like_dicom",
     "read_all_series",
     "read_dicom",
     "write_dicom_series",

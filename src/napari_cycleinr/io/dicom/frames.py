@@ -83,6 +83,35 @@ def is_dicom_file(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+def looks_like_dicom(path: str | os.PathLike[str], peek: int = 64) -> bool:
+    """A DICOM file, or a folder with a DICOM file among its first `peek` files (itself or one level down).
+
+    Reads the first bytes of a few files only, never raises: what the napari reader and the command line
+    ask before treating a folder as a series rather than a folder of scans.
+    """
+    from napari_cycleinr.io import is_supported
+
+    path = Path(os.fspath(path))
+    try:
+        if path.is_file():
+            return not is_supported(path) and is_dicom_file(path)
+        if not path.is_dir():
+            return False
+        looked = 0
+        subfolders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for folder in (path, *subfolders):
+            for file in sorted(folder.iterdir()):
+                if file.is_file() and not file.name.startswith("."):
+                    if is_dicom_file(file):
+                        return True
+                    looked += 1
+                    if looked >= peek:
+                        return False
+    except OSError:
+        return False
+    return False
+
+
 def candidate_files(folder: Path) -> list[Path]:
     """Files under `folder` (sub-folders too, as exports nest them), hidden files and DICOMDIR left out."""
     found: list[Path] = []

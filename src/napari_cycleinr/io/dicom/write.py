@@ -59,7 +59,7 @@ def write_dicom_series(
     `overwrite`, if it holds nothing but .dcm files (an earlier result). Never writes into a source folder
     nor into any path in `refuse`.
     """
-    destination = _prepare(Path(os.fspath(out_dir)).expanduser(), volume, refuse, overwrite)
+    destination = check_series_destination(volume, out_dir, refuse=refuse, overwrite=overwrite)
     identity = _identity(volume, source)
     slices = _slice_datasets(volume, identity, description, series_number)
     temporary = destination.with_name(f".{destination.name}.{secrets.token_hex(4)}.part")
@@ -77,15 +77,23 @@ def write_dicom_series(
     return destination
 
 
-def _prepare(destination: Path, volume: Volume, refuse: Iterable[Any], overwrite: bool) -> Path:
-    destination = destination.resolve()
+def check_series_destination(
+    volume: Volume,
+    out_dir: str | os.PathLike[str],
+    *,
+    refuse: Iterable[str | os.PathLike[str]] = (),
+    overwrite: bool = False,
+) -> Path:
+    """The resolved series folder, after every refusal `write_dicom_series` would make: call it before a
+    long run so a bad output folder is reported first, not after the computation."""
+    destination = Path(os.fspath(out_dir)).expanduser().resolve()
     if not destination.parent.is_dir():
         raise CycleINRError(f"cannot write {destination}: folder {destination.parent} does not exist")
     protected = [volume.metadata.get("source_path"), *refuse]
     for path in filter(None, protected):
         path = Path(os.fspath(path)).resolve()
-        folder = path if path.is_dir() else path.parent
-        if destination == path or destination == folder or path.is_relative_to(destination):
+        inside_a_source_series = path.is_dir() and destination.is_relative_to(path)
+        if inside_a_source_series or path.is_relative_to(destination):
             raise CycleINRError(
                 f"refusing to write the series into {destination}: it holds an input of this run; choose "
                 "a new folder"
