@@ -102,10 +102,10 @@ def write_volume(
 
 
 def _is_dicom(path: Path) -> bool:
-    """A folder (DICOM series are folders), or a file without a NIfTI/TIFF suffix that starts like DICOM."""
+    """A folder (DICOM series are folders), or a file that starts like DICOM; not when named like NIfTI/TIFF."""
     from napari_cycleinr.io.dicom.frames import is_dicom_file
 
-    return path.is_dir() or (not file_suffix(path) and path.is_file() and is_dicom_file(path))
+    return not file_suffix(path) and (path.is_dir() or (path.is_file() and is_dicom_file(path)))
 
 
 def _format_module(path: Path) -> ModuleType:
