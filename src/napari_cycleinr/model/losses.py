@@ -25,6 +25,16 @@ def cycle_loss(prediction: torch.Tensor, thick: torch.Tensor, degradation: torch
     return (prediction @ degradation.to(prediction.dtype).T - thick).abs().mean()
 
 
+def z_gradient_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between the neighbouring-slice differences of prediction and thin slices, along the last axis.
+
+    The fit alone lets a model keep each acquired slab nearly flat and jump at the slab borders (horizontal
+    lines at the acquired period, docs/method.md "Lines at the slab period"): the thin target has no jump
+    there, so differences that bunch up at borders pay here while the slab averages stay free.
+    """
+    return (prediction.diff(dim=-1) - target.diff(dim=-1)).abs().mean()
+
+
 def slice_texture(window: torch.Tensor) -> torch.Tensor:
     """Texture level of each slice: RMS of the in-plane Laplacian over a (B, h, w, L) window -> (B, L).
 

@@ -99,3 +99,42 @@ def snli(volume: np.ndarray, modality: str = "CT", threshold: float | None = Non
     """
     jump, level = snli_parts(volume, modality, threshold)
     return jump / level
+
+
+def slab_border_pairs(n_out: int, factor: float) -> np.ndarray:
+    """For each pair of neighbouring output slices (k, k+1): whether they lie in different acquired slabs.
+
+    Cell-centred grids: output slice k is centred at (k + 0.5) / factor input cells from the volume's start,
+    and acquired slab i covers cells [i, i + 1).
+    """
+    centres = (np.arange(n_out, dtype=np.float64) + 0.5) / float(factor)
+    slab = np.floor(centres + 1e-9)
+    return slab[1:] != slab[:-1]
+
+
+def neighbour_differences(volume: np.ndarray, threshold: float) -> np.ndarray:
+    """d_k: mean |v[k+1] - v[k]| over the voxels where both slices are inside the body (NaN where none are)."""
+    out = np.full(max(volume.shape[0] - 1, 0), np.nan)
+    for k in range(len(out)):
+        a = np.asarray(volume[k], dtype=np.float32)
+        b = np.asarray(volume[k + 1], dtype=np.float32)
+        body = (a > threshold) & (b > threshold)
+        if np.count_nonzero(body) >= 64:
+            out[k] = float(np.mean(np.abs(b[body] - a[body])))
+    return out
+
+
+def banding(volume: np.ndarray, factor: float, modality: str = "CT", threshold: float | None = None) -> float:
+    """Slab-period banding: mean neighbouring-slice difference across acquired slab borders over the mean
+    inside slabs (docs/metrics.md). About 1.0 for a real thin scan; horizontal lines at the acquired slice
+    period push it up. NaN when the factor leaves no pair inside a slab (factor < 2) or the body is empty.
+    """
+    threshold = body_threshold(volume, modality) if threshold is None else threshold
+    differences = neighbour_differences(volume, threshold)
+    border = slab_border_pairs(volume.shape[0], factor)
+    valid = np.isfinite(differences)
+    across, inside = differences[valid & border], differences[valid & ~border]
+    if across.size == 0 or inside.size == 0:
+        return float("nan")
+    inside_mean = float(np.mean(inside))
+    return float(np.mean(across)) / inside_mean if inside_mean > 0 else float("inf")

@@ -1,0 +1,233 @@
+"""How the thick slices were made, known rather than asked: from the scan's record, else from the image.
+
+The order (docs/method.md, "The slice profile, found"): the user's explicit choice always wins; else the DICOM
+record (SliceThickness against the measured spacing between slice centres); else an estimate from the image
+itself. A NIfTI or TIFF file records no thickness, so for those the image is all there is.
+
+The image estimate uses the in-plane axes, which are sharp: degraded along one of them with each candidate
+profile at the scan's own slice spacing, they show what the through-plane axis would look like under that
+profile. One scale-free statistic, the mean |second difference| over the mean |first difference| of the
+sampled lines, orders the profiles (gaps > slab average > Gaussian: a wider profile leaves a smoother
+signal). The through-plane value is placed on the span between the Gaussian and the gaps simulations
+(`position`); anatomy is not isotropic, so the class boundaries on that span were calibrated on synthetic
+degradations of the training scans (scripts/calibrate_slice_profile.py), never the validation scans. A
+position close to a boundary means a low confidence, and the pipeline then takes the weights trained on
+every profile.
+
+numpy and scipy only: the widget shows the finding before anything loads torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.special import erf
+
+from napari_cycleinr.options import PROFILES
+
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+GAPS_BELOW = 0.75
+"""Thickness over spacing below which a DICOM series has gaps between its slices (skip profile)."""
+OVERLAP_ABOVE = 1.3
+"""Thickness over spacing above which slices overlap: a wider, smoother profile (Gaussian weights)."""
+
+GAUSSIAN_BELOW = 0.60
+GAPS_ABOVE = 0.88
+"""Class boundaries on the estimate's position (0: the Gaussian simulation, 1: the gaps simulation), from
+scripts/calibrate_slice_profile.py on synthetic degradations of the training scans (medians 0.41, 0.80 and
+0.96 for Gaussian, slab average and gaps; docs/results/slice_profile_estimate.json)."""
+MR_CONFIDENCE = 0.3
+"""The most an MR estimate is trusted: on MR the slab average reads close to gaps (held-out MEMPRAGE: 4 of 9
+right), so an MR scan without a DICOM record is a guess and gets the mixed-profile weights."""
+CONFIDENT_MARGIN = 0.08
+"""A position closer than this to a boundary is a guess: the pipeline takes the mixed-profile weights."""
+
+PLAUSIBLE = (-0.5, 2.0)
+"""Positions outside this mean the statistic does not separate the profiles on this scan."""
+
+_SIMULATED_GAP = 0.25
+"""Thickness over spacing of the gaps candidate (thin slices far apart)."""
+
+
+@dataclass(frozen=True)
+class SliceProfile:
+    kind: str
+    """average (contiguous slabs), gaussian (a smooth or overlapping profile) or skip (gaps)."""
+    thickness: float
+    """Slice thickness over slice spacing (for gaussian, the FWHM over the spacing)."""
+    source: str
+    """'user', 'header' (the DICOM record) or 'estimate' (options.PROFILE_SOURCES)."""
+    confidence: float | None = None
+    """0-1 for an estimate; None for a recorded or chosen profile."""
+    detail: str = ""
+
+    @property
+    def confident(self) -> bool:
+        return self.confidence is None or self.confidence >= 0.5
+
+    def describe(self) -> str:
+        """One line for the CLI's summary, the widget and the output's metadata."""
+        names = {"average": "slab average", "gaussian": "Gaussian", "skip": "gaps"}
+        text = f"slice profile: {names[self.kind]}"
+        if self.source == "estimate":
+            text += f", estimated from the image (confidence {self.confidence:.2f})"
+        elif self.source == "header":
+            text += f", {self.detail}, from DICOM"
+        else:
+            text += ", as chosen"
+        return text
+
+    def to_record(self) -> dict[str, object]:
+        return {"kind": self.kind, "thickness_over_spacing": round(self.thickness, 4), "source": self.source,
+                "confidence": None if self.confidence is None else round(self.confidence, 3),
+                "description": self.describe()}
+
+
+def profile_weights(
+    n_thin: int, ratio: float, kind: str = "average", thickness: float | None = None, n_thick: int | None = None
+) -> np.ndarray:
+    """Thick-slice weights (n_thick, n_thin), rows summing to 1, float64: model/degrade.py's operator.
+
+    ratio: thick spacing in thin-slice units; thickness: slice thickness in thin units (default: the spacing;
+    for gaussian the FWHM). Thick slice i is centred at thin index (i + 0.5) * ratio - 0.5. 'skip' samples
+    the thin stack at the thick centres (linear interpolation, a delta profile).
+    """
+    thickness = ratio if thickness is None else float(thickness)
+    if n_thick is None:
+        n_thick = int(math.floor(n_thin / ratio + 1e-9))
+    centres = ((np.arange(n_thick, dtype=np.float64) + 0.5) * ratio - 0.5)[:, None]
+    j = np.arange(n_thin, dtype=np.float64)
+    lo, hi = j - 0.5, j + 0.5
+    if kind == "average":
+        half = thickness / 2.0
+        weights = np.clip(np.minimum(hi, centres + half) - np.maximum(lo, centres - half), 0.0, None)
+    elif kind == "gaussian":
+        sigma = max(thickness / FWHM_PER_SIGMA, 1e-6)
+        weights = _normal_cdf((hi - centres) / sigma) - _normal_cdf((lo - centres) / sigma)
+    else:
+        clamped = np.clip(centres, 0.0, n_thin - 1.0)
+        weights = np.clip(1.0 - np.abs(j - clamped), 0.0, None)
+    return weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-300)
+
+
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def from_record(metadata: dict) -> SliceProfile | None:
+    """The profile a DICOM series records: SliceThickness T against the spacing S between slice centres."""
+    thickness, spacing = metadata.get("slice_thickness_mm"), metadata.get("slice_spacing_mm")
+    try:
+        thickness, spacing = float(thickness), float(spacing)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(thickness) and math.isfinite(spacing) and thickness > 0 and spacing > 0):
+        return None
+    ratio = thickness / spacing
+    kind = "skip" if ratio < GAPS_BELOW else "gaussian" if ratio > OVERLAP_ABOVE else "average"
+    detail = f"thickness {thickness:g} mm / spacing {spacing:g} mm"
+    return SliceProfile(kind, ratio, "header", None, detail)
+
+
+def line_statistic(lines: np.ndarray, inside: np.ndarray) -> float:
+    """Mean |second difference| over mean |first difference| along the last axis, inside the body."""
+    first = np.abs(np.diff(lines, axis=-1))
+    second = np.abs(np.diff(lines, 2, axis=-1))
+    both = inside[..., 1:] & inside[..., :-1]
+    three = both[..., 1:] & both[..., :-1]
+    if np.count_nonzero(three) < 256:
+        return float("nan")
+    return float(second[three].mean() / max(float(first[both].mean()), 1e-12))
+
+
+def body_mask(data: np.ndarray, modality: str) -> np.ndarray:
+    if modality == "CT":
+        return data > -500
+    return data > 0.1 * float(np.percentile(data, 99))
+
+
+def profile_position(data: np.ndarray, spacing: tuple[float, float, float], modality: str) -> float:
+    """Where the through-plane statistic lies between the Gaussian (0) and gaps (1) simulations; NaN when
+    the scan is too small or too empty to tell. Measured on the central ESTIMATE_SIZE square, as calibrated."""
+    data = central_square(data)
+    real = line_statistic(np.moveaxis(data, 0, -1), np.moveaxis(body_mask(data, modality), 0, -1))
+    planes = np.asarray(data[:: max(1, data.shape[0] // 24)], dtype=np.float32)
+    sigma = _inplane_noise(planes[:: max(1, len(planes) // 8)], modality)
+    rng = np.random.default_rng(0)
+    simulated = {}
+    for kind, width in (("skip", _SIMULATED_GAP), ("gaussian", 1.0)):
+        values = []
+        for axis, pixel in ((1, spacing[1]), (2, spacing[2])):
+            lines = np.moveaxis(planes, axis, -1)
+            ratio = spacing[0] / pixel
+            if lines.shape[-1] / ratio < 6:
+                continue
+            matrix = profile_weights(lines.shape[-1], ratio, "average" if kind == "skip" else kind, width * ratio)
+            thick = lines @ matrix.T.astype(np.float32)
+            # every real voxel keeps the in-plane noise; the simulated profile averaged some of it away
+            lost = np.sqrt(np.clip(1.0 - (matrix**2).sum(axis=1), 0.0, None)).astype(np.float32)
+            thick += rng.standard_normal(thick.shape, dtype=np.float32) * np.float32(sigma) * lost
+            values.append(line_statistic(thick, body_mask(thick, modality)))
+        simulated[kind] = float(np.nanmean(values)) if values else float("nan")
+    span = simulated["skip"] - simulated["gaussian"]
+    if not (math.isfinite(real) and math.isfinite(span) and span > 1e-3):
+        return float("nan")
+    return (real - simulated["gaussian"]) / span
+
+
+def central_square(data: np.ndarray, size: int = 256) -> np.ndarray:
+    """The central size x size pixels of every slice, as float32 (the body, and a bounded cost)."""
+    _, h, w = data.shape
+    y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return np.ascontiguousarray(data[:, y0 : y0 + size, x0 : x0 + size], dtype=np.float32)
+
+
+def _inplane_noise(planes: np.ndarray, modality: str) -> float:
+    """Per-pixel noise from the MAD of the in-plane Laplacian inside the body (white noise: variance 20 s^2)."""
+    values = []
+    for plane in planes:
+        inside = ndimage.binary_erosion(body_mask(plane, modality), iterations=2)
+        if np.count_nonzero(inside) >= 64:
+            values.append(ndimage.laplace(plane)[inside])
+    if not values:
+        return 0.0
+    v = np.concatenate(values)
+    return float(1.4826 * np.median(np.abs(v - np.median(v))) / math.sqrt(20.0))
+
+
+def estimate(data: np.ndarray, spacing: tuple[float, float, float], modality: str) -> SliceProfile:
+    """The profile the image suggests, with a confidence; slab average at zero confidence when it cannot tell."""
+    position = profile_position(data, spacing, modality)
+    if not (math.isfinite(position) and PLAUSIBLE[0] <= position <= PLAUSIBLE[1]):
+        # too small, too empty or too uniform (a phantom) for the simulations to span the profiles
+        return SliceProfile("average", 1.0, "estimate", 0.0, "cannot tell from the image")
+    if position < GAUSSIAN_BELOW:
+        kind, thickness = "gaussian", 1.0
+    elif position > GAPS_ABOVE:
+        kind, thickness = "skip", _SIMULATED_GAP
+    else:
+        kind, thickness = "average", 1.0
+    margin = min(abs(position - GAUSSIAN_BELOW), abs(position - GAPS_ABOVE))
+    confidence = min(1.0 if modality == "CT" else MR_CONFIDENCE, 0.5 * margin / CONFIDENT_MARGIN)
+    return SliceProfile(kind, thickness, "estimate", confidence, f"position {position:.2f}")
+
+
+def find_profile(
+    data: np.ndarray,
+    spacing: tuple[float, float, float],
+    modality: str,
+    metadata: dict | None = None,
+    chosen: str | None = None,
+    thickness: float | None = None,
+) -> SliceProfile:
+    """The user's choice, else the DICOM record, else the image estimate (the module docstring's order)."""
+    if chosen is not None:
+        return SliceProfile(chosen, 1.0 if thickness is None else float(thickness), "user")
+    recorded = from_record(metadata or {})
+    if recorded is not None:
+        return recorded
+    return estimate(data, spacing, modality)

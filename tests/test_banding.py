@@ -1,0 +1,49 @@
+"""The slab-period banding measure (metrics.banding) on a real thin CT and on what resampling makes of it."""
+
+import numpy as np
+import pytest
+
+from napari_cycleinr.io import read_volume
+from napari_cycleinr.model.metrics import banding, slab_border_pairs
+from napari_cycleinr.slice_profile import profile_weights
+from tests.conftest import DATA
+
+LIDC = DATA / "ct_lidc0002_crop_128x128x40_1p25mm.nii.gz"
+
+
+def test_border_pairs_follow_the_cell_centred_grid():
+    assert slab_border_pairs(10, 5).tolist() == [False] * 4 + [True] + [False] * 4
+    assert slab_border_pairs(5, 2.5).tolist() == [False, True, False, False]  # centres 0.2 0.6 1.0 1.4 1.8
+    assert not slab_border_pairs(3, 1.0e9).any()
+
+
+def thin_and_thick(factor):
+    thin = read_volume(LIDC).data.astype(np.float32)
+    matrix = profile_weights(thin.shape[0], factor, "average").astype(np.float32)
+    thick = np.tensordot(matrix, thin, axes=(1, 0))
+    return thin[: int(len(matrix) * factor)], thick
+
+
+@pytest.mark.parametrize("factor", [4, 5])
+def test_a_real_thin_scan_is_flat_and_a_staircase_is_not(factor):
+    thin, thick = thin_and_thick(factor)
+    assert banding(thin, factor) == pytest.approx(1.0, abs=0.1)
+    staircase = np.repeat(thick, factor, axis=0)  # every acquired slab copied: lines at the slab period
+    assert banding(staircase, factor) > 5.0
+
+
+def test_linear_interpolation_of_slabs_has_no_lines():
+    factor = 4
+    thin, thick = thin_and_thick(factor)
+    positions = (np.arange(len(thin)) + 0.5) / factor - 0.5
+    lower = np.clip(np.floor(positions).astype(int), 0, len(thick) - 2)
+    t = np.clip(positions - lower, 0, 1)[:, None, None]
+    linear = thick[lower] * (1 - t) + thick[lower + 1] * t
+    interior = linear[factor:-factor]  # whole slabs off each end, where the interpolation is clamped flat
+    assert banding(interior, factor) == pytest.approx(1.0, abs=0.12)
+
+
+def test_undefined_without_pairs_inside_a_slab():
+    thin, _ = thin_and_thick(4)
+    assert np.isnan(banding(thin, 1.0))
+    assert np.isnan(banding(np.full_like(thin, -1000.0), 4))  # no body

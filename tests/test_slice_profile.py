@@ -1,0 +1,67 @@
+"""The slice profile, known rather than asked: the user's choice, the DICOM record, the image estimate."""
+
+import numpy as np
+import pytest
+
+from napari_cycleinr import slice_profile
+from napari_cycleinr.io import read_volume
+from napari_cycleinr.model.degrade import degradation_matrix
+from tests.conftest import DATA
+
+LIDC = DATA / "ct_lidc0002_crop_128x128x40_1p25mm.nii.gz"
+
+
+@pytest.mark.parametrize("kind", ["average", "gaussian", "skip"])
+@pytest.mark.parametrize("ratio", [2.5, 4.0])
+def test_numpy_weights_are_the_training_operator(kind, ratio):
+    weights = slice_profile.profile_weights(40, ratio, kind)
+    assert np.allclose(weights.sum(axis=1), 1.0)
+    assert np.allclose(weights, degradation_matrix(40, ratio, kind).numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("thickness", "spacing", "kind"),
+    [(1.0, 5.0, "skip"), (5.0, 5.0, "average"), (4.5, 5.0, "average"), (7.5, 5.0, "gaussian")],
+)
+def test_dicom_record_names_the_profile(thickness, spacing, kind):
+    found = slice_profile.from_record({"slice_thickness_mm": thickness, "slice_spacing_mm": spacing})
+    assert found.kind == kind and found.source == "header"
+    assert found.thickness == pytest.approx(thickness / spacing)
+    assert f"thickness {thickness:g} mm / spacing {spacing:g} mm, from DICOM" in found.describe()
+
+
+@pytest.mark.parametrize("record", [{}, {"slice_thickness_mm": None, "slice_spacing_mm": 5.0},
+                                    {"slice_thickness_mm": 0.0, "slice_spacing_mm": 5.0},
+                                    {"slice_thickness_mm": "abc", "slice_spacing_mm": 5.0},
+                                    {"slice_thickness_mm": float("nan"), "slice_spacing_mm": 5.0}])
+def test_no_usable_record_is_no_record(record):
+    assert slice_profile.from_record(record) is None
+
+
+def thick_scan(kind, factor=4.0):
+    volume = read_volume(LIDC)
+    matrix = slice_profile.profile_weights(volume.shape[0], factor, kind).astype(np.float32)
+    data = np.tensordot(matrix, volume.data.astype(np.float32), axes=(1, 0))
+    return data, (volume.spacing[0] * factor, volume.spacing[1], volume.spacing[2])
+
+
+def test_the_image_orders_the_profiles_on_a_real_ct():
+    """Wider profiles leave smoother through-plane lines: the position falls from gaps to Gaussian."""
+    positions = {kind: slice_profile.profile_position(*thick_scan(kind), "CT") for kind in ("skip", "average", "gaussian")}
+    assert positions["gaussian"] < positions["average"] < positions["skip"]
+
+
+def test_precedence_user_then_record_then_image():
+    data, spacing = thick_scan("skip")
+    record = {"slice_thickness_mm": 5.0, "slice_spacing_mm": 5.0}
+    assert slice_profile.find_profile(data, spacing, "CT", record, chosen="gaussian").source == "user"
+    assert slice_profile.find_profile(data, spacing, "CT", record).kind == "average"
+    estimated = slice_profile.find_profile(data, spacing, "CT", {})
+    assert estimated.source == "estimate" and 0.0 <= estimated.confidence <= 1.0
+    assert "estimated from the image (confidence" in estimated.describe()
+
+
+def test_a_uniform_scan_cannot_be_told():
+    flat = np.zeros((12, 64, 64), dtype=np.float32)
+    found = slice_profile.estimate(flat, (5.0, 0.7, 0.7), "CT")
+    assert found.confidence == 0.0 and not found.confident and found.kind == "average"
