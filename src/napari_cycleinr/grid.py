@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_cycleinr.errors import CycleINRError
+from napari_cycleinr.options import MAX_FACTOR, check_factor, check_spacing
 
-MAX_FACTOR = 16.0
+__all__ = ["MAX_FACTOR", "ZGrid", "z_grid"]
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,7 @@ def z_grid(n_in: int, spacing_in: float, factor: float | None = None, spacing: f
     if not (math.isfinite(spacing_in) and spacing_in > 0):
         raise CycleINRError(f"the input slice spacing must be positive, got {spacing_in} mm")
     if spacing is not None:
-        spacing = float(spacing)
-        if not (math.isfinite(spacing) and spacing > 0):
-            raise CycleINRError(f"the target spacing must be a positive number of mm, got {spacing}")
+        spacing = check_spacing(spacing)
         if spacing >= spacing_in:
             raise CycleINRError(
                 f"the target spacing {spacing:g} mm is not finer than the input's {spacing_in:g} mm"
@@ -62,8 +61,27 @@ def z_grid(n_in: int, spacing_in: float, factor: float | None = None, spacing: f
                 f"the target spacing {spacing:g} mm is more than {MAX_FACTOR:g} times finer than the input's "
                 f"{spacing_in:g} mm; choose {spacing_in / MAX_FACTOR:.4g} mm or more"
             )
-    factor = float(factor)  # type: ignore[arg-type]
-    if not math.isfinite(factor) or factor <= 1.0 or factor > MAX_FACTOR:
-        raise CycleINRError(f"the factor must be a number above 1 and at most {MAX_FACTOR:g}, got {factor:g}")
+    factor = check_factor(factor)  # type: ignore[arg-type]
     n_out = max(n_in + 1, int(round(n_in * factor)))
     return ZGrid(n_in=n_in, n_out=n_out, spacing_in=spacing_in, spacing_out=spacing_in * n_in / n_out)
+
+
+def grid_for(
+    n_in: int,
+    spacing_in: float,
+    grid: ZGrid | None = None,
+    factor: float | None = None,
+    spacing: float | None = None,
+) -> ZGrid:
+    """`grid` when one was resolved already (checked against the input it is applied to), else the grid for
+    the factor or spacing: the seam through which callers pass a grid down instead of numbers."""
+    if grid is None:
+        return z_grid(n_in, spacing_in, factor=factor, spacing=spacing)
+    if factor is not None or spacing is not None:
+        raise CycleINRError("give an output grid, or a factor or a spacing, not both")
+    if grid.n_in != n_in or not math.isclose(grid.spacing_in, spacing_in, rel_tol=1e-6):
+        raise CycleINRError(
+            f"the output grid was made for {grid.n_in} slices of {grid.spacing_in:.4g} mm, "
+            f"the volume has {n_in} slices of {spacing_in:.4g} mm"
+        )
+    return grid

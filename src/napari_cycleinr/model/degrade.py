@@ -16,27 +16,10 @@ import numpy as np
 import torch
 
 from napari_cycleinr.errors import CycleINRError
+from napari_cycleinr.slice_profile import FWHM_PER_SIGMA, profile_weights  # noqa: F401 - re-exported
+from napari_cycleinr.options import MAX_THICKNESS, PROFILES, check_slice_profile  # noqa: F401 - re-exported
 
-KINDS = ("average", "gaussian", "skip")
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-
-
-MAX_THICKNESS = 4.0
-"""Slice thickness over slice spacing beyond which a slice profile is not plausible (a typing error)."""
-
-
-def check_slice_profile(profile: str, thickness: float) -> None:
-    """The slice profile and thickness (over spacing) a user gives for a real scan, checked in one place."""
-    if profile not in KINDS:
-        raise CycleINRError(f"unknown slice profile {profile!r}; choose one of {', '.join(KINDS)}")
-    if not (math.isfinite(thickness) and 0 < thickness <= MAX_THICKNESS):
-        raise CycleINRError(
-            f"slice thickness must be above 0 and at most {MAX_THICKNESS:g} times the spacing, got {thickness:g}"
-        )
-
-
-def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+KINDS = PROFILES
 
 
 def degradation_matrix(
@@ -61,23 +44,10 @@ def degradation_matrix(
         n_thick = int(math.floor(n_thin / ratio + 1e-9))
     if n_thick < 1:
         raise CycleINRError(f"{n_thin} thin slices are too few for a ratio of {ratio:g}")
-    centres = (torch.arange(n_thick, dtype=torch.float64) + 0.5) * ratio - 0.5  # (n_thick,)
-    j = torch.arange(n_thin, dtype=torch.float64)  # thin slice centres
-    lo, hi = j - 0.5, j + 0.5  # thin slice cells
-    c = centres[:, None]
-    if kind == "average":
-        half = thickness / 2.0
-        weights = (torch.minimum(hi, c + half) - torch.maximum(lo, c - half)).clamp_min(0.0)
-    elif kind == "gaussian":
-        sigma = max(thickness / FWHM_PER_SIGMA, 1e-6)
-        weights = _normal_cdf((hi - c) / sigma) - _normal_cdf((lo - c) / sigma)
-    else:  # skip: linear interpolation at the centre, clamped to the stack
-        c_clamped = c.clamp(0.0, n_thin - 1.0)
-        weights = (1.0 - (j - c_clamped).abs()).clamp_min(0.0)
-    total = weights.sum(dim=1, keepdim=True)
-    if torch.any(total <= 0):
+    weights = torch.from_numpy(profile_weights(n_thin, ratio, kind, thickness, n_thick))
+    if not torch.all(torch.isfinite(weights)) or torch.any(weights.sum(dim=1) < 0.5):
         raise CycleINRError("the degradation profile misses the thin stack entirely")
-    return weights / total
+    return weights
 
 
 def apply_along_z(matrix: torch.Tensor, volume: torch.Tensor) -> torch.Tensor:
