@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from napari_cycleinr.intensity import cast_like, intensity_map
-from napari_cycleinr.model import infer
+from napari_cycleinr.model import fast_path
 from napari_cycleinr.model.cycleinr import CycleINR
 from napari_cycleinr.model.infer import InferenceOptions, output_finisher, predict, super_resolve
+from napari_cycleinr.runtime import threads
 from napari_cycleinr.volume import Volume
 
 
@@ -71,7 +72,7 @@ def test_bf16_path_runs_and_stays_close(monkeypatch, tiny_model):
     lr = np.random.default_rng(0).random((9, 20, 20)).astype(np.float32)
     positions = (np.arange(27) + 0.5) / 3 - 0.5
     exact = predict("cycleinr", lr, positions, 1 / 3, model=tiny_model)
-    monkeypatch.setattr(infer, "_compute_dtype", lambda device, options: torch.bfloat16)
+    monkeypatch.setattr(fast_path, "compute_dtype", lambda device, options: torch.bfloat16)
     approx = predict("cycleinr", lr, positions, 1 / 3, model=tiny_model)
     assert approx.dtype == np.float32 and np.abs(approx - exact).max() < 0.02
 
@@ -91,11 +92,11 @@ def test_the_torch_finisher_is_cast_like(dtype):
 
 
 def test_thread_choice_is_bounded_and_restored():
-    cores = infer.available_cores()
-    assert 1 <= infer.choose_threads() <= cores
-    assert infer.choose_threads(3) == 3
+    cores = threads.available_cores()
+    assert 1 <= threads.choose_threads() <= cores
+    assert threads.choose_threads(3) == 3
     before = torch.get_num_threads()
-    with infer.torch_threads(1):
+    with threads.torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
 

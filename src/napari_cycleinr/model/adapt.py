@@ -15,59 +15,84 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from napari_cycleinr.errors import CycleINRError
-from napari_cycleinr.grid import z_grid
+from napari_cycleinr.grid import ZGrid, grid_for
 from napari_cycleinr.intensity import intensity_map
-from napari_cycleinr.model.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.model.cycleinr import CycleINR
-from napari_cycleinr.model.degrade import check_slice_profile
-from napari_cycleinr.model.infer import check_volume, choose_threads, resolve_device, torch_threads
+from napari_cycleinr.model.infer import check_volume
 from napari_cycleinr.model.pairs import TrainingVolume, sample_pair
+from napari_cycleinr.model.schedule import cosine_decay, make_optimizer, optimizer_step
 from napari_cycleinr.model.train import training_step, validate
 from napari_cycleinr.model.train_config import TrainConfig
+from napari_cycleinr.options import ADAPT_MINUTES, check_adapt_budget, check_noise_weight, check_slice_profile
+from napari_cycleinr.runtime.blocks import CancelCheck, raise_if_cancelled
+from napari_cycleinr.runtime.devices import resolve_device
+from napari_cycleinr.runtime.threads import choose_threads, torch_threads
 from napari_cycleinr.volume import Volume
 
 Progress = Callable[[int, int], None]
 VALIDATION_SEED = 4321
+ADAPT_TRAINING = TrainConfig(
+    learning_rate=2e-4, warmup_steps=0, batch=4, crop=48, thick_slices=8, query_pixels=1024,
+    cycle_weight=0.3, noise_weight=0.05,
+)
+"""Training as adaptation does it, before the scan's own factor, profile and budget are known: a small
+learning rate with no warm-up, small crops, and the noise-level consistency loss of the bundled model's
+stage 2 so that adapting keeps its even texture."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class AdaptOptions:
-    minutes: float = 3.0
-    """Time budget of the fine-tuning on this machine (ignored when steps is set)."""
-    steps: int | None = None
-    """A fixed number of steps instead of a time budget: the same run every time."""
-    profile: str = "average"
-    """Slice profile of the scan: average (contiguous slab), gaussian, or skip (thin slices far apart)."""
-    thickness: float = 1.0
-    """Slice thickness over slice spacing (1: contiguous slices; NIfTI headers do not record it)."""
-    learning_rate: float = 2e-4
-    batch: int = 4
-    crop: int = 48
-    thick_slices: int = 8
-    cycle_weight: float = 0.3
-    noise_weight: float = 0.05
-    """The noise-level consistency loss of the bundled model's stage 2, so adapting keeps its even texture."""
-    scale_spread: float = 0.15
-    """Pairs use factors within +-15 % of the one asked for, so the model does not overfit one grid."""
-    validation_pairs: int = 6
-    seed: int = 0
-    threads: int = 0
+    """What to adapt for and how long; any other keyword is an override of ADAPT_TRAINING (a TrainConfig
+    field: batch, crop, thick_slices, learning_rate, cycle_weight, noise_weight, ...)."""
 
-    def __post_init__(self) -> None:
-        if self.steps is None and not (math.isfinite(self.minutes) and 0 < self.minutes <= 24 * 60):
-            raise CycleINRError(f"adaptation minutes must be above 0 and at most a day, got {self.minutes:g}")
-        if self.steps is not None and self.steps < 1:
-            raise CycleINRError(f"adaptation steps must be at least 1, got {self.steps}")
-        if not (math.isfinite(self.noise_weight) and self.noise_weight >= 0):
-            raise CycleINRError(f"the noise weight must be 0 or more, got {self.noise_weight:g}")
-        check_slice_profile(self.profile, self.thickness)
+    minutes: float
+    """Time budget of the fine-tuning on this machine (ignored when steps is set)."""
+    steps: int | None
+    """A fixed number of steps instead of a time budget: the same run every time."""
+    profile: str
+    """Slice profile of the scan: average (contiguous slab), gaussian, or skip (thin slices far apart)."""
+    thickness: float
+    """Slice thickness over slice spacing (1: contiguous slices; NIfTI headers do not record it)."""
+    scale_spread: float
+    """Pairs use factors within +-15 % of the one asked for, so the model does not overfit one grid."""
+    validation_pairs: int
+    seed: int
+    threads: int
+    training: TrainConfig
+
+    def __init__(
+        self,
+        minutes: float = ADAPT_MINUTES,
+        steps: int | None = None,
+        profile: str = "average",
+        thickness: float = 1.0,
+        scale_spread: float = 0.15,
+        validation_pairs: int = 6,
+        seed: int = 0,
+        threads: int = 0,
+        training: TrainConfig = ADAPT_TRAINING,
+        **overrides: Any,
+    ) -> None:
+        check_adapt_budget(minutes, steps)
+        check_noise_weight(overrides.get("noise_weight", training.noise_weight))
+        check_slice_profile(profile, thickness)
+        try:
+            training = replace(training, **overrides)
+        except TypeError as error:
+            raise CycleINRError(f"adaptation: {error}") from None
+        values = dict(
+            minutes=minutes, steps=steps, profile=profile, thickness=thickness, scale_spread=scale_spread,
+            validation_pairs=validation_pairs, seed=seed, threads=threads, training=training,
+        )
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
 
 @dataclass
@@ -110,18 +135,20 @@ def pair_shape(shape: tuple[int, int, int], factor: float, options: AdaptOptions
     """Thick slices per pair and the crop (rows along the real z axis, columns in-plane) this scan allows."""
     z, h, w = shape
     longest_ratio = factor * (1 + options.scale_spread)
-    thick = min(options.thick_slices, int(min(h, w) / longest_ratio))
+    thick = min(options.training.thick_slices, int(min(h, w) / longest_ratio))
     if thick < 2:
         raise CycleINRError(
             f"the scan is too small in-plane ({h}x{w}) to learn x{factor:g} from itself; "
             f"it needs at least {math.ceil(2 * longest_ratio)} pixels along x and y"
         )
-    return thick, (min(options.crop, z), min(options.crop, h, w))
+    crop = options.training.crop
+    return thick, (min(crop, z), min(crop, h, w))
 
 
 def adapt_model(
     volume: Volume,
     *,
+    grid: ZGrid | None = None,
     factor: float | None = None,
     spacing: float | None = None,
     model: CycleINR | None = None,
@@ -132,13 +159,13 @@ def adapt_model(
     cancel: CancelCheck | None = None,
 ) -> tuple[CycleINR, AdaptReport]:
     """A copy of `model` (default: the bundled weights for options.profile) fine-tuned on `volume`'s in-plane
-    axes, and a report.
+    axes for the output grid (`grid`, or the one for a factor or a spacing), and a report.
 
     progress(done, total) counts steps, or seconds when the run is bounded by time. The model passed in is
     never changed.
     """
     options = options or AdaptOptions()
-    grid = z_grid(volume.shape[0], volume.spacing[0], factor=factor, spacing=spacing)
+    grid = grid_for(volume.shape[0], volume.spacing[0], grid, factor, spacing)
     torch_device = resolve_device(device)
     if model is None:
         from napari_cycleinr.model.checkpoint import load_model
@@ -149,49 +176,23 @@ def adapt_model(
     data = inplane_volume(volume, modality)
     thick, crop = pair_shape(volume.shape, grid.factor, options)
     spread = (max(1.05, grid.factor * (1 - options.scale_spread)), grid.factor * (1 + options.scale_spread))
-    config = TrainConfig(
-        steps=options.steps or 1_000_000, batch=options.batch, thick_slices=thick, crop=max(crop),
-        query_pixels=1024, scale_min=spread[0], scale_max=spread[1], degradations=(options.profile,),
-        cycle_weight=options.cycle_weight, noise_weight=options.noise_weight,
-        learning_rate=options.learning_rate, seed=options.seed,
+    config = replace(
+        options.training, steps=options.steps or 1_000_000, thick_slices=thick, crop=max(crop),
+        scale_min=spread[0], scale_max=spread[1], degradations=(options.profile,), seed=options.seed,
     )
     draw = lambda rng, **fixed: sample_pair(  # noqa: E731
-        [data], rng, options.batch, thick, crop, spread, (options.profile,), thickness=options.thickness, **fixed
+        [data], rng, config.batch, thick, crop, spread, (options.profile,), thickness=options.thickness, **fixed
     )
     held_out_rng = np.random.default_rng([VALIDATION_SEED, options.seed])
     held_out = [draw(held_out_rng) for _ in range(options.validation_pairs)]
     report = AdaptReport(factor=grid.factor)
     threads = choose_threads(options.threads) if torch_device.type == "cpu" else 0
-    optimizer = torch.optim.AdamW(tuned.parameters(), lr=options.learning_rate, weight_decay=1e-4)
     with torch_threads(threads):
         report.validation_l1_before = validate(start, held_out, torch_device)["l1"]
         started = time.perf_counter()
-        budget = options.minutes * 60.0
-        step = 0
-        while True:
-            elapsed = time.perf_counter() - started
-            done_fraction = step / options.steps if options.steps else elapsed / budget
-            if done_fraction >= 1.0:
-                break
-            raise_if_cancelled(cancel)
-            rng = np.random.default_rng([options.seed, step])
-            for group in optimizer.param_groups:  # cosine decay to 5 % over the budget
-                group["lr"] = options.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * done_fraction)))
-            loss, fit, cycle = training_step(tuned, draw(rng), config, torch_device, rng)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(tuned.parameters(), 1.0)
-            optimizer.step()
-            step += 1
-            if step % 10 == 0:
-                report.history.append({"step": step, "loss": loss.item(), "fit": fit.item(), "cycle": cycle.item()})
-            if progress is not None:
-                if options.steps:
-                    progress(step, options.steps)
-                else:
-                    progress(min(int(time.perf_counter() - started), int(budget)), int(math.ceil(budget)))
+        _fine_tune(tuned, draw, config, options, torch_device, report, progress, cancel)
         raise_if_cancelled(cancel)
-        report.steps, report.seconds = step, time.perf_counter() - started
+        report.seconds = time.perf_counter() - started
         report.validation_l1_after = validate(tuned, held_out, torch_device)["l1"]
     report.kept = report.validation_l1_after < report.validation_l1_before
     chosen = tuned if report.kept else start
@@ -200,3 +201,42 @@ def adapt_model(
     chosen.source = f"{getattr(model, 'source', 'in-memory model')} {outcome}"  # type: ignore[attr-defined]
     chosen.info = {**getattr(model, "info", {}), "adaptation": report.as_dict()}  # type: ignore[attr-defined]
     return chosen, report
+
+
+def _fine_tune(
+    tuned: CycleINR,
+    draw: Callable,
+    config: TrainConfig,
+    options: AdaptOptions,
+    device: torch.device,
+    report: AdaptReport,
+    progress: Progress | None,
+    cancel: CancelCheck | None,
+) -> None:
+    """Training's step with its cosine schedule, over the step count or the time budget (the fraction of it
+    used so far is the schedule's progress); the steps taken and the loss history go into `report`."""
+    optimizer = make_optimizer(tuned, config)
+    started = time.perf_counter()
+    budget = options.minutes * 60.0
+    step = 0
+    while True:
+        elapsed = time.perf_counter() - started
+        done_fraction = step / options.steps if options.steps else elapsed / budget
+        if done_fraction >= 1.0:
+            break
+        raise_if_cancelled(cancel)
+        rng = np.random.default_rng([options.seed, step])
+        rate = config.learning_rate * cosine_decay(done_fraction)
+        pair = draw(rng)
+        loss, fit, cycle = optimizer_step(
+            tuned, optimizer, rate, lambda: training_step(tuned, pair, config, device, rng)  # noqa: B023
+        )
+        step += 1
+        report.steps = step
+        if step % 10 == 0:
+            report.history.append({"step": step, "loss": loss.item(), "fit": fit.item(), "cycle": cycle.item()})
+        if progress is not None:
+            if options.steps:
+                progress(step, options.steps)
+            else:
+                progress(min(int(time.perf_counter() - started), int(budget)), int(math.ceil(budget)))

@@ -7,7 +7,7 @@ from typing import Iterator
 import numpy as np
 from scipy import ndimage
 
-from napari_cycleinr.model.blocks import Block, CancelCheck, raise_if_cancelled
+from napari_cycleinr.runtime.blocks import Block, CancelCheck, raise_if_cancelled
 
 BLOCK_VOXELS = 2_000_000
 

@@ -28,14 +28,13 @@ from scipy import ndimage
 
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.intensity import cast_like
-from napari_cycleinr.model.blocks import CancelCheck, raise_if_cancelled
-from napari_cycleinr.model.degrade import check_slice_profile, degradation_matrix
+from napari_cycleinr.model.degrade import degradation_matrix
+from napari_cycleinr.options import MAX_SMOOTHING, check_slice_profile, check_smoothing  # noqa: F401 - re-exported
+from napari_cycleinr.runtime.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.volume import Volume
 
 RIDGE = 1e-9
 """Tikhonov term relative to the largest eigenvalue of W W^T: keeps wide overlapping profiles solvable."""
-MAX_SMOOTHING = 10.0
-"""Pixels: beyond this the step corrects little but the mean, which is not what anyone asks for."""
 
 
 @dataclass(frozen=True)
@@ -74,11 +73,6 @@ class ConsistencyReport:
             f"data consistency ({self.profile} profile{part}): residual RMS {self.before.rms:.3g} -> "
             f"{self.after.rms:.3g}, max {self.before.max:.3g} -> {self.after.max:.3g}"
         )
-
-
-def check_smoothing(smoothing: float) -> None:
-    if not (math.isfinite(smoothing) and 0 <= smoothing <= MAX_SMOOTHING):
-        raise CycleINRError(f"the consistency smoothing must be 0 to {MAX_SMOOTHING:g} pixels, got {smoothing:g}")
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,14 @@ from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.intensity import intensity_map
 from napari_cycleinr.model import distributed
 from napari_cycleinr.model.averaging import WeightAverage
-from napari_cycleinr.model.blocks import CancelCheck, raise_if_cancelled
+from napari_cycleinr.runtime.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.model.checkpoint import load_model, save_model
 from napari_cycleinr.model.cycleinr import CycleINR
 from napari_cycleinr.model.grow import grow_model
-from napari_cycleinr.model.infer import resolve_device
+from napari_cycleinr.runtime.devices import resolve_device
 from napari_cycleinr.model.losses import cycle_loss, fit_loss, noise_consistency_loss
 from napari_cycleinr.model.pairs import Pair, TrainingVolume, sample_pair
+from napari_cycleinr.model.schedule import cosine_decay, make_optimizer, optimizer_step
 from napari_cycleinr.model.train_config import TrainConfig
 
 VALIDATION_SCALES = (2.0, 2.5, 4.0, 5.0)
@@ -157,7 +158,7 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return config.learning_rate * cosine_decay(progress)
 
 
 def training_step(
@@ -273,14 +274,14 @@ def _train(
         config = replace(config, model=model.config)
     else:
         model = CycleINR(config.model).to(torch_device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    optimizer = make_optimizer(model, config)
     start, best, history = 0, -math.inf, []
     state_path = out / "state.pt"
     if resume:
         if not state_path.is_file():
             raise CycleINRError(f"nothing to resume in {out}: state.pt is missing")
         model = load_model(out / "last.safetensors", torch_device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+        optimizer = make_optimizer(model, config)
         state = torch.load(state_path, map_location=torch_device, weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         start, best = int(state["step"]), float(state["best_psnr"])
@@ -323,13 +324,10 @@ def _train(
             train_volumes, rng, config.batch, config.thick_slices, config.crop,
             (config.scale_min, config.scale_max), config.degradations, config.inplane_fraction,
         )
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
-        loss, fit, cycle = training_step(model, pair, config, torch_device, rng, predictor)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        loss, fit, cycle = optimizer_step(
+            model, optimizer, learning_rate(config, step),
+            lambda: training_step(model, pair, config, torch_device, rng, predictor),  # noqa: B023 - called now
+        )
         if average is not None:
             average.update(model)
         done = step + 1
