@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_cycleinr.io import read_volume
-from napari_cycleinr.model.adapt import AdaptOptions, adapt_model
+from napari_cycleinr.model.adapt import ADAPT_TRAINING, AdaptOptions, adapt_model
 from napari_cycleinr.model.checkpoint import load_model
 from napari_cycleinr.model.evaluate import evaluate_volume, simulate_thick
 from napari_cycleinr.volume import Volume, resampled_z_affine
@@ -46,10 +46,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--factor", type=float, default=4.0)
-    parser.add_argument("--noise-weight", type=float, default=AdaptOptions.noise_weight)
+    parser.add_argument("--noise-weight", type=float, default=ADAPT_TRAINING.noise_weight)
     args = parser.parse_args()
     options = AdaptOptions(minutes=args.minutes, noise_weight=args.noise_weight)
-    suffix = "" if args.noise_weight == AdaptOptions.noise_weight else f"_noise{args.noise_weight:g}"
+    suffix = "" if args.noise_weight == ADAPT_TRAINING.noise_weight else f"_noise{args.noise_weight:g}"
     shipped = load_model("mixed", "cpu")  # what the committed tables measured; the default is load_model(None)
     results = []
     for title, relative in CASES:

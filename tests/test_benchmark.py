@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from napari_cycleinr.errors import CycleINRError
-from napari_cycleinr.model import benchmark
-from napari_cycleinr.model.benchmark import (
+from napari_cycleinr import bench as benchmark
+from napari_cycleinr.bench import (
     Case,
     PeakMemory,
     benchmark_volume,

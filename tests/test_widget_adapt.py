@@ -26,6 +26,7 @@ from napari_cycleinr._widget import SuperResolutionWidget
 from napari_cycleinr.io import read_volume
 from napari_cycleinr.model import adapt, checkpoint, infer
 from napari_cycleinr.model.consistency import consistency_residual
+from napari_cycleinr.runtime import devices
 from tests.conftest import CT_3MM
 from tests.test_widget import (
     add_volume,
@@ -183,7 +184,7 @@ def test_gpu_out_of_memory_while_adapting_goes_on_on_the_cpu(small_ct, tiny_chec
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_adapt(volume, device=device, **kwargs)
 
-    monkeypatch.setattr(infer, "resolve_device", resolve_device)
+    monkeypatch.setattr(devices, "resolve_device", resolve_device)
     monkeypatch.setattr(adapt, "adapt_model", adapt_model)
     monkeypatch.setattr(checkpoint, "load_model", lambda path=None, device="cpu", profile=None: real_load(path, "cpu", profile))
     job = replace(make_job(small_ct, "2", checkpoint=str(tiny_checkpoint), adapt_steps=2), device="auto")

@@ -13,15 +13,16 @@ No Qt and no napari here; torch is imported only when a folder is processed.
 
 from __future__ import annotations
 
-import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from napari_cycleinr.errors import Cancelled, CycleINRError
 from napari_cycleinr.io import is_supported
+from napari_cycleinr.options import check_factor, check_spacing
+from napari_cycleinr.request import Request
 
 if TYPE_CHECKING:  # torch is imported only when a folder is processed
     from napari_cycleinr.model.consistency import ConsistencyOptions
@@ -143,47 +144,20 @@ def process_folder(
     model is None or `default`; ensemble runs each scan twice, the second time reversed along z,
     and writes the mean (super_resolve).
     """
-    import torch
-
-    from napari_cycleinr.grid import z_grid
+    from napari_cycleinr import pipeline
     from napari_cycleinr.io import read_volume, write_volume
-    from napari_cycleinr.model.consistency import make_consistent
-    from napari_cycleinr.model.distributed import rank_and_world, shard, threads_per_process
-    from napari_cycleinr.model.infer import InferenceOptions, check_ensemble, resolve_device, super_resolve
+    from napari_cycleinr.model.distributed import rank_and_world, shard
+    from napari_cycleinr.request import target
 
     source_dir, target_dir = check_folders(input_dir, output_dir)
     from_torchrun = rank is None or world_size is None
     if from_torchrun:
         rank, world_size = rank_and_world()
-    if (factor is None) == (spacing is None):
-        raise CycleINRError("give either a factor or a target spacing")
-    if factor is not None:
-        z_grid(2, 1.0, factor=factor)  # a bad factor is one error for the run, not one per file
-    elif not (math.isfinite(spacing) and spacing > 0):  # type: ignore[arg-type]
-        raise CycleINRError(f"the target spacing must be a positive number of mm, got {spacing}")
-    check_ensemble(method, ensemble)
-    torch_device = resolve_device(device)
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-    if world_size > 1 and torch_device.type == "cuda":
-        local_rank = int(os.environ.get("LOCAL_RANK", rank))
-        if torch.cuda.device_count() < local_world:
-            raise CycleINRError(
-                f"{local_world} processes on this node but {torch.cuda.device_count()} CUDA GPU(s); "
-                "use --nproc_per_node at most the number of GPUs, or --device cpu"
-            )
-        torch_device = torch.device("cuda", local_rank)
-    if world_size > 1 and torch_device.type == "cpu" and not threads:
-        threads = threads_per_process(local_world)
-    network = None
-    if method == "cycleinr":
-        from napari_cycleinr.model.checkpoint import load_model
-
-        network = load_model(model, torch_device, profile=profile)
-    options = InferenceOptions.for_device(torch_device)
-    if threads:
-        from dataclasses import replace
-
-        options = replace(options, threads=threads)
+    kind, value = _target_kind(factor, spacing)  # a bad factor is one error for the run, not one per file
+    request = _folder_request(method, model, profile, device, modality, keep_dtype, threads, consistency, ensemble)
+    if world_size > 1:
+        request = _rank_placement(request, rank, int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+    engine = pipeline.prepare(request)
 
     scans, ignored = find_scans(source_dir)
     mine = shard(scans, rank, world_size)
@@ -192,38 +166,85 @@ def process_folder(
     if not scans:
         log(f"{prefix}no scans (.nii, .nii.gz, .tif, .tiff) in {source_dir}")
     for number, path in enumerate(mine, start=1):
-        target = target_dir / path.name
+        output = target_dir / path.name
         head = f"{prefix}[{number}/{len(mine)}] {path.name}"
-        if target.exists() and not overwrite:
-            report.results.append(FileResult(path, target, "skipped", "the output exists"))
-            log(f"{head}: skipped, {target} exists")
+        if output.exists() and not overwrite:
+            report.results.append(FileResult(path, output, "skipped", "the output exists"))
+            log(f"{head}: skipped, {output} exists")
             continue
         started = time.perf_counter()
         try:
             volume = read_volume(path, axis=axis)
-            result = super_resolve(
-                volume, factor=factor, spacing=spacing, method=method, model=network, device=torch_device,
-                modality=modality, keep_dtype=keep_dtype, options=options, cancel=cancel, ensemble=ensemble,
-            )
-            if consistency is not None:
-                make_consistent(
-                    result, volume, consistency.profile, consistency.thickness, cancel=cancel,
-                    smoothing=consistency.smoothing,
-                )
-            write_volume(result, target, refuse=[path])
+            planned = request.with_targets([target(volume.shape[0], volume.spacing[0], kind, value)])
+            result = pipeline.run(planned, volume, cancel=cancel, engine=engine).outputs[0].volume
+            write_volume(result, output, refuse=[path])
         except (Cancelled, KeyboardInterrupt):
             raise
         except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
             message = _one_line(error)
-            report.results.append(FileResult(path, target, "failed", message, time.perf_counter() - started))
+            report.results.append(FileResult(path, output, "failed", message, time.perf_counter() - started))
             log(f"{head}: FAILED: {message}")
             continue
         seconds = time.perf_counter() - started
-        report.results.append(FileResult(path, target, "done", "", seconds))
-        log(f"{head} -> {target}: {volume.shape[0]} -> {result.shape[0]} slices in {seconds:.1f} s")
+        report.results.append(FileResult(path, output, "done", "", seconds))
+        log(f"{head} -> {output}: {volume.shape[0]} -> {result.shape[0]} slices in {seconds:.1f} s")
     if from_torchrun and world_size > 1:
         report.everyone = _gather(report.to_dict(), rank, world_size)
     return report
+
+
+def _target_kind(factor: float | None, spacing: float | None) -> tuple[str, float]:
+    """('factor', f) or ('spacing', s), checked before any file is read."""
+    if (factor is None) == (spacing is None):
+        raise CycleINRError("give either a factor or a target spacing")
+    if factor is not None:
+        return "factor", check_factor(factor)
+    return "spacing", check_spacing(spacing)  # type: ignore[arg-type]
+
+
+def _folder_request(
+    method: str,
+    model: str | os.PathLike[str] | None,
+    profile: str | None,
+    device: str,
+    modality: str | None,
+    keep_dtype: bool,
+    threads: int,
+    consistency: ConsistencyOptions | None,
+    ensemble: bool,
+) -> Request:
+    """One Request for every scan of the folder (each gets its own output grid when it is read)."""
+    if consistency is not None and profile is not None and profile != consistency.profile:
+        raise CycleINRError(
+            f"the slice profile {profile} and the consistency step's {consistency.profile} differ; "
+            "a folder's scans have one slice profile"
+        )
+    chosen = profile or (consistency.profile if consistency is not None else None)
+    return Request(
+        method=method, weights=None if model is None else str(model), profile=chosen,
+        profile_source="user" if chosen else "default", device=device, modality=modality, keep_dtype=keep_dtype,
+        threads=threads, ensemble=ensemble, consistency=consistency is not None,
+        thickness=consistency.thickness if consistency is not None else 1.0,
+        consistency_smoothing=consistency.smoothing if consistency is not None else 0.0,
+    )
+
+
+def _rank_placement(request: Request, rank: int, local_world: int) -> Request:
+    """Under torchrun, each rank's device: on CUDA the GPU of its LOCAL_RANK; on the CPU its share of the
+    cores (unless threads were given)."""
+    import torch
+
+    from napari_cycleinr.model.distributed import threads_per_process
+    from napari_cycleinr.runtime.devices import resolve_device
+
+    if resolve_device(request.device).type != "cuda":
+        return replace(request, threads=request.threads or threads_per_process(local_world))
+    if torch.cuda.device_count() < local_world:
+        raise CycleINRError(
+            f"{local_world} processes on this node but {torch.cuda.device_count()} CUDA GPU(s); "
+            "use --nproc_per_node at most the number of GPUs, or --device cpu"
+        )
+    return replace(request, device=f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}")
 
 
 def _gather(mine: dict[str, Any], rank: int, world_size: int) -> list[dict[str, Any]]:

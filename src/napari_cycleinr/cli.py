@@ -1,4 +1,5 @@
-"""The `cycleinr` command line: a thin shell over the model package.
+"""The `cycleinr` command line: a thin shell over the pipeline (upsample, adapt: cli_upsample.py) and the
+model package (train, evaluate) and the benchmark (bench/).
 
 One function per subcommand. Anything the user can fix (a CycleINRError) becomes one line on stderr and
 exit code 2, with nothing written; Ctrl-C exits 130.
@@ -9,31 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from napari_cycleinr import __version__
+from napari_cycleinr.cli_upsample import cmd_adapt, cmd_upsample
 from napari_cycleinr.errors import Cancelled, CycleINRError
+from napari_cycleinr.options import ADAPT_MINUTES, METHODS, PROFILES
 
 EXIT_USER_ERROR = 2
-
-
-def _progress_printer(label: str):
-    """A one-line text progress bar on stderr (redrawn in place on a terminal)."""
-    started = time.perf_counter()
-    tty = sys.stderr.isatty()
-    last = [-1]
-
-    def show(done: int, total: int) -> None:
-        percent = int(100 * done / max(total, 1))
-        if not tty and percent < 100 and percent - last[0] < 10:
-            return
-        last[0] = percent
-        bar = "#" * (percent // 5) + "." * (20 - percent // 5)
-        line = f"{label} [{bar}] {percent:3d}% {time.perf_counter() - started:6.1f} s"
-        print(("\r" if tty else "") + line, end="" if tty and done < total else "\n", file=sys.stderr, flush=True)
-
-    return show
 
 
 def _parse_factors(text: str) -> list[float]:
@@ -44,185 +28,6 @@ def _parse_factors(text: str) -> list[float]:
     if not values:
         raise CycleINRError("give at least one factor")
     return values
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (b.exists() and a.samefile(b))
-    except OSError:
-        return False
-
-
-def cmd_upsample(args: argparse.Namespace) -> int:
-    if Path(args.input).is_dir():
-        return _upsample_folder(args)
-    return _upsample_file(args, adapt=False)
-
-
-def cmd_adapt(args: argparse.Namespace) -> int:
-    if Path(args.input).is_dir():
-        raise CycleINRError("adapt works on one scan at a time (it learns from that scan); give a file")
-    return _upsample_file(args, adapt=True)
-
-
-def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
-    """upsample and adapt on one file: check paths, read, (fine-tune,) super-resolve, (make consistent,) write."""
-    from napari_cycleinr.io import is_supported, read_volume, write_volume
-    from napari_cycleinr.io.atomic import check_destination
-    from napari_cycleinr.model.checkpoint import load_model
-    from napari_cycleinr.model.infer import check_ensemble, resolve_device, super_resolve
-
-    source, target = Path(args.input), Path(args.output)
-    if _same_file(source, target):
-        raise CycleINRError(f"the output path is the input file {source}; choose another output path")
-    if not is_supported(target):
-        raise CycleINRError(f"cannot write {target.name}: use .nii, .nii.gz, .tif or .tiff")
-    inputs = [source] + ([Path(args.reference)] if args.reference else [])
-    check_destination(target, refuse=inputs)  # a bad output path fails now, not after the whole run
-    saved_model = getattr(args, "save_model", None)
-    if saved_model:
-        if Path(saved_model).suffix.lower() != ".safetensors":
-            raise CycleINRError(f"--save-model writes a .safetensors checkpoint; name it e.g. {Path(saved_model).stem}.safetensors")
-        check_destination(Path(saved_model), refuse=[*inputs, target])
-    method = getattr(args, "method", "cycleinr")
-    check_ensemble(method, args.ensemble)
-    _check_consistency_arguments(args)
-    adapt_options = _adapt_options(args) if adapt else None  # bad values fail before any work
-    device = resolve_device(args.device)
-    volume = read_volume(source, axis=args.axis)
-    reference = _read_reference(args, volume) if args.reference else None  # a mismatch fails before any work
-    model = load_model(args.model, device, profile=args.profile) if method == "cycleinr" else None
-    options = None
-    if args.threads:
-        from dataclasses import replace
-
-        from napari_cycleinr.model.infer import InferenceOptions
-
-        options = replace(InferenceOptions.for_device(device), threads=args.threads)
-    if adapt:
-        model = _adapt(args, adapt_options, volume, model, device)
-        if saved_model:
-            from napari_cycleinr.model.checkpoint import save_model
-
-            save_model(model, saved_model, getattr(model, "info", {}))
-    result = super_resolve(
-        volume,
-        factor=args.factor,
-        spacing=args.spacing,
-        method=method,
-        model=model,
-        device=device,
-        modality=args.modality,
-        keep_dtype=not args.float,
-        options=options,
-        progress=None if args.quiet else _progress_printer(f"{method} on {device}"),
-        ensemble=args.ensemble,
-    )
-    if args.consistency:
-        from napari_cycleinr.model.consistency import make_consistent
-
-        report = make_consistent(result, volume, args.profile, args.thickness, smoothing=args.consistency_smoothing)
-        if not args.quiet:
-            print(report.summary())
-    write_volume(result, target, refuse=inputs)
-    if reference is not None:
-        from napari_cycleinr.model.evaluate import reference_scores, scores_summary
-
-        scores = reference_scores(reference.data, result.data, result.metadata["super_resolution"].get("modality"))
-        print(f"against {args.reference}: {scores_summary(scores)}")
-    record = result.metadata["super_resolution"]
-    if not args.quiet:
-        z_in, z_out = volume.shape[0], result.shape[0]
-        how = ([Path(record["model"]).name] if record.get("model") else []) + (["z ensemble"] if args.ensemble else [])
-        detail = f" ({', '.join(how)})" if how else ""
-        print(
-            f"wrote {target}: {z_in} -> {z_out} slices, spacing {record['spacing_in_mm']:.4g} -> "
-            f"{record['spacing_out_mm']:.4g} mm, {record['method']}{detail} on "
-            f"{record['device']} in {record['seconds']:.1f} s"
-        )
-    return 0
-
-
-def _read_reference(args: argparse.Namespace, volume):
-    """The thin reference of --reference, read and checked against the output grid before the run."""
-    from napari_cycleinr.grid import z_grid
-    from napari_cycleinr.io import read_volume
-
-    grid = z_grid(volume.shape[0], volume.spacing[0], factor=args.factor, spacing=args.spacing)
-    reference = read_volume(args.reference, axis=args.axis)
-    expected = (grid.n_out, *volume.shape[1:])
-    if reference.shape != expected:
-        raise CycleINRError(
-            f"the reference {Path(args.reference).name} has shape {reference.shape} (z, y, x) but the output "
-            f"will have {expected}: give the factor or spacing that lands on its grid "
-            f"(it has {reference.shape[0]} slices of {reference.spacing[0]:.4g} mm)"
-        )
-    return reference
-
-
-def _check_consistency_arguments(args: argparse.Namespace) -> None:
-    from napari_cycleinr.model.consistency import check_smoothing
-
-    check_smoothing(args.consistency_smoothing)
-    if args.consistency_smoothing and not args.consistency:
-        raise CycleINRError("--consistency-smoothing changes the --consistency step: add --consistency")
-
-
-def _adapt_options(args: argparse.Namespace):
-    from napari_cycleinr.model.adapt import AdaptOptions
-
-    chosen = {} if args.noise_weight is None else {"noise_weight": args.noise_weight}  # else AdaptOptions' own
-    return AdaptOptions(
-        minutes=args.minutes, steps=args.steps, profile=args.profile, thickness=args.thickness,
-        seed=args.seed, threads=args.threads, **chosen,
-    )
-
-
-def _adapt(args: argparse.Namespace, options, volume, model, device):
-    from napari_cycleinr.model.adapt import adapt_model
-
-    label = f"adapting for {args.steps} steps" if args.steps else f"adapting for {args.minutes:g} min"
-    adapted, report = adapt_model(
-        volume, factor=args.factor, spacing=args.spacing, model=model, options=options, device=device,
-        modality=args.modality, progress=None if args.quiet else _progress_printer(label),
-    )
-    if not args.quiet:
-        print(report.summary())
-    return adapted
-
-
-def _upsample_folder(args: argparse.Namespace) -> int:
-    """`upsample DIR -o OUTDIR`: every scan of DIR; exit 0 if all were written or skipped, 1 if any failed."""
-    from napari_cycleinr.batch import process_folder
-    from napari_cycleinr.model.consistency import ConsistencyOptions
-
-    _check_consistency_arguments(args)
-    if args.reference:
-        raise CycleINRError("--reference compares one output with one thin scan: give a file, not a folder")
-
-    report = process_folder(
-        args.input,
-        args.output,
-        factor=args.factor,
-        spacing=args.spacing,
-        method=args.method,
-        model=args.model,
-        profile=args.profile,
-        device=args.device,
-        modality=args.modality,
-        keep_dtype=not args.float,
-        axis=args.axis,
-        overwrite=args.overwrite,
-        threads=args.threads,
-        consistency=(
-            ConsistencyOptions(args.profile, args.thickness, args.consistency_smoothing) if args.consistency else None
-        ),
-        ensemble=args.ensemble,
-        log=(lambda line: None) if args.quiet else (lambda line: print(line, flush=True)),
-    )
-    if report.rank == 0:  # under torchrun the ranks have pooled their results; one summary is enough
-        print(report.summary(), file=sys.stderr if report.failed else sys.stdout)
-    return 1 if report.failed else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -245,12 +50,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from napari_cycleinr.io import read_volume
     from napari_cycleinr.model.checkpoint import load_model
-    from napari_cycleinr.model.degrade import KINDS
-    from napari_cycleinr.model.evaluate import BASELINES, evaluate_volume, format_table, plot_snli
-    from napari_cycleinr.model.infer import resolve_device
+    from napari_cycleinr.model.evaluate import BASELINES, evaluate_volume, format_table
+    from napari_cycleinr.runtime.devices import resolve_device
 
-    if args.degradation not in KINDS:
-        raise CycleINRError(f"unknown degradation {args.degradation!r}; choose one of {', '.join(KINDS)}")
+    if args.degradation not in PROFILES:
+        raise CycleINRError(f"unknown degradation {args.degradation!r}; choose one of {', '.join(PROFILES)}")
     device = resolve_device(args.device)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     models = {}
@@ -281,13 +85,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         text = json.dumps({"version": __version__, "results": results}, indent=2) + "\n"
         write_atomically(prepare_destination(args.json, refuse=args.references), lambda tmp: tmp.write_text(text))
     if args.plot:
+        from napari_cycleinr.bench.plots import plot_snli
+
         plot_snli(results, args.plot)
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from napari_cycleinr.model.benchmark import format_report, parse_counts, parse_sizes, run_benchmark
-    from napari_cycleinr.model.infer import resolve_device
+    from napari_cycleinr.bench import format_report, parse_counts, parse_sizes, run_benchmark
+    from napari_cycleinr.runtime.devices import resolve_device
 
     resolve_device(args.device)  # fail early on a device that is not there
     if args.factor is None or not (args.factor > 1):
@@ -348,7 +154,7 @@ def _consistency_arguments(parser: argparse.ArgumentParser) -> None:
         help="correct the output so that, degraded back with the slice profile, it reproduces the input exactly",
     )
     parser.add_argument(
-        "--profile", default="average", choices=["average", "gaussian", "skip"],
+        "--profile", choices=PROFILES,
         help="the scan's slice profile: it picks the bundled weights, and is used by --consistency and adapt "
         "(default: average, a contiguous slab; skip: thin slices with gaps between them)",
     )
@@ -370,14 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("upsample", help="super-resolve a volume along z")
     _volume_arguments(up, "a .nii, .nii.gz, .tif or .tiff volume, or a folder of them", "or folder")
-    up.add_argument("--method", default="cycleinr", choices=["cycleinr", "trilinear", "tricubic"])
+    up.add_argument("--method", default="cycleinr", choices=METHODS)
     up.add_argument("--overwrite", action="store_true", help="folders: redo outputs that already exist")
     _consistency_arguments(up)
     up.set_defaults(run=cmd_upsample)
 
     ad = sub.add_parser("adapt", help="fine-tune the model on this scan's own in-plane data, then super-resolve z")
     _volume_arguments(ad, "a .nii, .nii.gz, .tif or .tiff volume", "")
-    ad.add_argument("--minutes", type=float, default=3.0, help="time budget of the fine-tuning (default 3)")
+    ad.add_argument(
+        "--minutes", type=float, default=ADAPT_MINUTES, help=f"time budget of the fine-tuning (default {ADAPT_MINUTES:g})"
+    )
     ad.add_argument("--steps", type=int, help="a fixed number of fine-tuning steps instead of a time budget")
     ad.add_argument("--seed", type=int, default=0)
     ad.add_argument(
@@ -446,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ncycleinr: interrupted; nothing was written", file=sys.stderr)
         return 130
     except Exception as error:
-        from napari_cycleinr._runner import out_of_memory
+        from napari_cycleinr.runtime.memory import out_of_memory
 
         if not out_of_memory(error):
             raise  # a bug in this package: keep the traceback

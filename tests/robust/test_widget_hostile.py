@@ -20,6 +20,7 @@ import torch
 
 import napari_cycleinr.model.checkpoint as checkpoint
 import napari_cycleinr.model.infer as infer
+import napari_cycleinr.runtime.devices as devices
 from napari_cycleinr._runner import GPU_MEMORY_FALLBACK_NOTICE, GPU_OUT_OF_MEMORY, OUT_OF_MEMORY
 from napari_cycleinr._widget import RUN_TEXT, SuperResolutionWidget
 from napari_cycleinr.errors import CycleINRError
@@ -264,7 +265,7 @@ def pretend_gpu(monkeypatch):
             raise torch.cuda.OutOfMemoryError(CUDA_OOM)
         return real_super_resolve(volume, device=device, progress=progress, **kwargs)
 
-    monkeypatch.setattr(infer, "resolve_device", resolve_device)
+    monkeypatch.setattr(devices, "resolve_device", resolve_device)
     monkeypatch.setattr(infer, "super_resolve", super_resolve)
     monkeypatch.setattr(checkpoint, "load_model", lambda path=None, device="cpu", profile=None: real_load(path, "cpu", profile))
     return calls

@@ -1,0 +1,207 @@
+"""The `cycleinr upsample` and `cycleinr adapt` commands: a file or a folder in, translated into a pipeline
+Request; the Result out, as files and lines of text. Progress bars go to stderr, results to stdout."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from napari_cycleinr.errors import CycleINRError
+from napari_cycleinr.options import DEFAULT_PROFILE
+
+
+def _progress_printer(label: str):
+    """A one-line text progress bar on stderr (redrawn in place on a terminal)."""
+    started = time.perf_counter()
+    tty = sys.stderr.isatty()
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        percent = int(100 * done / max(total, 1))
+        if not tty and percent < 100 and percent - last[0] < 10:
+            return
+        last[0] = percent
+        bar = "#" * (percent // 5) + "." * (20 - percent // 5)
+        line = f"{label} [{bar}] {percent:3d}% {time.perf_counter() - started:6.1f} s"
+        print(("\r" if tty else "") + line, end="" if tty and done < total else "\n", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def cmd_upsample(args: argparse.Namespace) -> int:
+    if Path(args.input).is_dir():
+        return _upsample_folder(args)
+    return _upsample_file(args, adapt=False)
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    if Path(args.input).is_dir():
+        raise CycleINRError("adapt works on one scan at a time (it learns from that scan); give a file")
+    return _upsample_file(args, adapt=True)
+
+
+def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
+    """upsample and adapt on one file: check paths, read, (fine-tune,) super-resolve, (make consistent,) write."""
+    from napari_cycleinr import pipeline
+    from napari_cycleinr.io import is_supported, read_volume, write_volume
+    from napari_cycleinr.io.atomic import check_destination
+
+    source, target = Path(args.input), Path(args.output)
+    if _same_file(source, target):
+        raise CycleINRError(f"the output path is the input file {source}; choose another output path")
+    if not is_supported(target):
+        raise CycleINRError(f"cannot write {target.name}: use .nii, .nii.gz, .tif or .tiff")
+    inputs = [source] + ([Path(args.reference)] if args.reference else [])
+    check_destination(target, refuse=inputs)  # a bad output path fails now, not after the whole run
+    saved_model = getattr(args, "save_model", None)
+    if saved_model:
+        if Path(saved_model).suffix.lower() != ".safetensors":
+            raise CycleINRError(f"--save-model writes a .safetensors checkpoint; name it e.g. {Path(saved_model).stem}.safetensors")
+        check_destination(Path(saved_model), refuse=[*inputs, target])
+    request = _request(args, adapt)  # bad values fail before any work
+    volume = read_volume(source, axis=args.axis)
+    request = request.with_targets([_target(args, volume)])
+    reference = _read_reference(args, request, volume) if args.reference else None  # before any work
+    result = pipeline.run(request, volume, _Reporter(args, request), reference=reference)
+    (done,) = result.outputs
+    write_volume(done.volume, target, refuse=inputs)
+    if done.scores is not None:
+        from napari_cycleinr.model.evaluate import scores_summary
+
+        print(f"against {args.reference}: {scores_summary(done.scores)}")
+    if not args.quiet:
+        print(_wrote_line(target, volume, done.volume, args.ensemble))
+    return 0
+
+
+def _wrote_line(target: Path, volume, result, ensemble: bool) -> str:
+    record = result.metadata["super_resolution"]
+    z_in, z_out = volume.shape[0], result.shape[0]
+    how = ([Path(record["model"]).name] if record.get("model") else []) + (["z ensemble"] if ensemble else [])
+    detail = f" ({', '.join(how)})" if how else ""
+    return (
+        f"wrote {target}: {z_in} -> {z_out} slices, spacing {record['spacing_in_mm']:.4g} -> "
+        f"{record['spacing_out_mm']:.4g} mm, {record['method']}{detail} on "
+        f"{record['device']} in {record['seconds']:.1f} s"
+    )
+
+
+def _request(args: argparse.Namespace, adapt: bool):
+    """The pipeline's Request for upsample or adapt, without its output grid (that needs the volume)."""
+    from napari_cycleinr.request import AdaptSettings, Request
+
+    _check_consistency_arguments(args)
+    settings = None
+    if adapt:
+        settings = AdaptSettings(
+            minutes=args.minutes, steps=args.steps, seed=args.seed, noise_weight=args.noise_weight,
+            save_model=getattr(args, "save_model", None),
+        )
+    return Request(
+        method=getattr(args, "method", "cycleinr"), weights=args.model, profile=args.profile,
+        profile_source="user" if args.profile else "default", thickness=args.thickness, adapt=settings,
+        ensemble=args.ensemble, consistency=args.consistency, consistency_smoothing=args.consistency_smoothing,
+        reference=args.reference, device=args.device, modality=args.modality, keep_dtype=not args.float,
+        threads=args.threads,
+    )
+
+
+def _target(args: argparse.Namespace, volume):
+    """The output grid of --factor or --spacing for this volume: resolved here, once."""
+    from napari_cycleinr.request import target
+
+    kind = "factor" if args.factor is not None else "spacing"
+    return target(volume.shape[0], volume.spacing[0], kind, args.factor if args.factor is not None else args.spacing)
+
+
+def _read_reference(args: argparse.Namespace, request, volume):
+    """The thin reference of --reference, read and checked against the output grid before the run."""
+    from napari_cycleinr.io import read_volume
+    from napari_cycleinr.request import reference_mismatch
+
+    reference = read_volume(args.reference, axis=args.axis)
+    expected = (request.targets[0].n_out, *volume.shape[1:])
+    problem = reference_mismatch(Path(args.reference).name, reference.shape, reference.spacing[0], expected)
+    if problem:
+        raise CycleINRError(problem)
+    return reference
+
+
+class _Reporter:
+    """The pipeline's steps on the terminal: progress bars on stderr, the adaptation's and the consistency
+    step's summaries on stdout as they finish."""
+
+    def __init__(self, args: argparse.Namespace, request) -> None:
+        self.args, self.request = args, request
+        self.device = args.device
+        self.bar = None
+
+    def __call__(self, step) -> None:
+        quiet = self.args.quiet
+        if step.phase == "device":
+            self.device = step.device
+        elif step.phase == "fallback":
+            self.device = step.device
+            print("cycleinr: warning: the GPU ran out of memory; going on on the CPU (slower)", file=sys.stderr)
+        elif step.phase == "adapt" and not quiet:
+            steps, minutes = self.args.steps, self.args.minutes
+            self.bar = _progress_printer(f"adapting for {steps} steps" if steps else f"adapting for {minutes:g} min")
+        elif step.phase == "target" and not quiet:
+            self.bar = _progress_printer(f"{self.request.method} on {self.device}")
+        elif step.phase in ("adapting", "blocks") and self.bar is not None:
+            self.bar(step.done, step.total)
+        elif step.phase in ("adapted", "consistent") and not quiet:
+            print(step.detail.summary())
+
+
+def _check_consistency_arguments(args: argparse.Namespace) -> None:
+    from napari_cycleinr.options import check_smoothing
+
+    check_smoothing(args.consistency_smoothing)
+    if args.consistency_smoothing and not args.consistency:
+        raise CycleINRError("--consistency-smoothing changes the --consistency step: add --consistency")
+
+
+def _upsample_folder(args: argparse.Namespace) -> int:
+    """`upsample DIR -o OUTDIR`: every scan of DIR; exit 0 if all were written or skipped, 1 if any failed."""
+    from napari_cycleinr.batch import process_folder
+    from napari_cycleinr.model.consistency import ConsistencyOptions
+
+    _check_consistency_arguments(args)
+    if args.reference:
+        raise CycleINRError("--reference compares one output with one thin scan: give a file, not a folder")
+
+    report = process_folder(
+        args.input,
+        args.output,
+        factor=args.factor,
+        spacing=args.spacing,
+        method=args.method,
+        model=args.model,
+        profile=args.profile,
+        device=args.device,
+        modality=args.modality,
+        keep_dtype=not args.float,
+        axis=args.axis,
+        overwrite=args.overwrite,
+        threads=args.threads,
+        consistency=(
+            ConsistencyOptions(args.profile or DEFAULT_PROFILE, args.thickness, args.consistency_smoothing)
+            if args.consistency
+            else None
+        ),
+        ensemble=args.ensemble,
+        log=(lambda line: None) if args.quiet else (lambda line: print(line, flush=True)),
+    )
+    if report.rank == 0:  # under torchrun the ranks have pooled their results; one summary is enough
+        print(report.summary(), file=sys.stderr if report.failed else sys.stdout)
+    return 1 if report.failed else 0

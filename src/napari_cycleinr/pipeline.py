@@ -1,0 +1,254 @@
+"""The job, written once: carry out a `Request` on a volume.
+
+device -> weights -> (adapt to the scan) -> for each output grid: super-resolve -> (exact data consistency)
+-> (score against the reference) -> (residual image). Progress arrives as `Step`s, cancel is checked between
+and inside the steps, and when the GPU of the device `auto` runs out of memory the job goes on on the CPU.
+The CLI, the folder runner, the widget and the benchmark call `run`; they turn their input into a Request
+and the `Result` into text, files or layers. This is the one module outside `model/` that calls
+super_resolve, adapt_model and make_consistent.
+
+Importing it does not import torch: the model package is imported when a job runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from napari_cycleinr.errors import CycleINRError
+from napari_cycleinr.request import Request, Target
+from napari_cycleinr.runtime.blocks import CancelCheck, raise_if_cancelled
+from napari_cycleinr.runtime.memory import out_of_memory
+from napari_cycleinr.volume import Volume
+
+if TYPE_CHECKING:
+    import torch
+
+    from napari_cycleinr.model.adapt import AdaptReport
+    from napari_cycleinr.model.consistency import ConsistencyReport
+
+
+@dataclass(frozen=True)
+class Step:
+    """Something the job started or finished, for a shell to show. Phases, in order: device, load, adapt
+    (`target`: the grid it adapts at), adapting (done of total steps or seconds), adapted (detail: the
+    AdaptReport), then per target (index `target`):
+    target, blocks (done of total), consistency, consistent (detail: the ConsistencyReport), compare, scored
+    (detail: the TargetResult), residual; fallback (device cpu) whenever the GPU ran out of memory."""
+
+    phase: str
+    done: int = 0
+    total: int = 0
+    target: int | None = None
+    device: str | None = None
+    detail: Any = None
+
+
+Progress = Callable[[Step], Any]
+
+
+@dataclass
+class TargetResult:
+    target: Target
+    volume: Volume
+    """The super-resolved volume; its metadata["super_resolution"] records how it was made."""
+    consistency: ConsistencyReport | None = None
+    scores: dict | None = None
+    """Against the reference (model.evaluate.reference_scores), when the reference is on this grid."""
+    residual: np.ndarray | None = None
+    """Input minus the output averaged back onto the input slices (float32), when the request asks."""
+
+
+@dataclass
+class Result:
+    outputs: list[TargetResult] = field(default_factory=list)
+    device: str = ""
+    """Where the job ended (cpu after a fallback)."""
+    fallback: bool = False
+    """The GPU ran out of memory and the job went on on the CPU."""
+    weights: str | None = None
+    """The weights used (their file, "... adapted to this scan"); None for an interpolation."""
+    model_info: dict = field(default_factory=dict)
+    adaptation: AdaptReport | None = None
+
+
+@dataclass
+class Engine:
+    """What outlives one volume: the device and the weights on it, so that a folder loads them once."""
+
+    device: torch.device
+    model: Any = None
+    auto: bool = True
+    """The device was chosen automatically: only then may an out-of-memory GPU be swapped for the CPU."""
+
+
+def prepare(request: Request, progress: Progress | None = None) -> Engine:
+    """Resolve the device and load the weights the request names (bundled ones for its slice profile)."""
+    from napari_cycleinr.runtime import devices
+
+    device = devices.resolve_device(request.device)
+    _tell(progress, Step("device", device=str(device)))
+    engine = Engine(device, auto=request.device == "auto")
+    if request.uses_model:
+        from napari_cycleinr.model.checkpoint import load_model
+
+        _tell(progress, Step("load", device=str(device)))
+        engine.model = load_model(request.weights or None, device, profile=request.slice_profile)
+    return engine
+
+
+def run(
+    request: Request,
+    volume: Volume,
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+    *,
+    reference: Volume | None = None,
+    engine: Engine | None = None,
+    out: np.ndarray | None = None,
+) -> Result:
+    """Carry out the request on the volume; see the module notes. `reference`: a thin scan to score every
+    output on its grid against; `engine`: the device and weights of an earlier prepare (default: prepared
+    here); `out`: a preallocated (or memory-mapped) array for a single target's output."""
+    if not request.targets:
+        raise CycleINRError("the request has no output grid: give a factor or a spacing")
+    if out is not None and len(request.targets) > 1:
+        raise CycleINRError("a preallocated output array holds one target's output")
+    engine = engine or prepare(request, progress)
+    result = Result(device=str(engine.device))
+    raise_if_cancelled(cancel)
+    current = engine  # the adapted weights serve this volume only; a GPU given up stays given up
+    if request.adapt is not None:
+        current = replace(engine, model=_adapt(request, volume, engine, result, progress, cancel))
+    for index, target in enumerate(request.targets):
+        _tell(progress, Step("target", target=index))
+        sr = _super_resolve(request, volume, target, index, current, result, progress, cancel, out)
+        raise_if_cancelled(cancel)
+        done = _finish_target(request, volume, reference, TargetResult(target, sr), index, progress, cancel)
+        result.outputs.append(done)
+    if current.model is not None:
+        result.weights = getattr(current.model, "source", "in-memory model")
+        result.model_info = dict(getattr(current.model, "info", {}) or {})
+    return result
+
+
+def _tell(progress: Progress | None, step: Step) -> None:
+    if progress is not None:
+        progress(step)
+
+
+def _with_cpu_fallback(work: Callable[[], Any], engine: Engine, result: Result, announce: Step, progress) -> Any:
+    """work(); if the GPU of the device auto runs out of memory, once more on the CPU, which the engine
+    keeps for the rest of the job (a GPU the user chose explicitly is explained, not silently replaced)."""
+    try:
+        return work()
+    except Exception as error:
+        if not (out_of_memory(error) and engine.device.type == "cuda" and engine.auto):
+            raise
+    # retried here, once the exception and the GPU tensors its frames hold are gone
+    import torch
+
+    torch.cuda.empty_cache()
+    engine.device = torch.device("cpu")
+    engine.model = engine.model.to(engine.device) if engine.model is not None else None
+    result.device, result.fallback = "cpu", True
+    _tell(progress, announce)
+    return work()
+
+
+def _adapt(request: Request, volume: Volume, engine: Engine, result: Result, progress, cancel) -> Any:
+    """Fine-tune the model on the scan, once for every target, at the largest target's grid: the pairs spread
+    +-15 % around it, the largest factor is the hardest gap to fill, and a model that has learnt to bridge it
+    still interpolates the smaller gaps; adapting once per target would multiply the wait."""
+    from napari_cycleinr.model.adapt import AdaptOptions, adapt_model
+
+    settings = request.adapt
+    assert settings is not None
+    largest = request.largest
+    chosen = {} if settings.noise_weight is None else {"noise_weight": settings.noise_weight}
+    options = AdaptOptions(
+        minutes=settings.minutes, steps=settings.steps, profile=request.slice_profile,
+        thickness=request.thickness, seed=settings.seed, threads=request.threads, **chosen,
+    )
+    _tell(progress, Step("adapt", target=request.targets.index(largest)))
+
+    def step(done: int, of: int) -> None:
+        _tell(progress, Step("adapting", done, of))
+
+    def work():
+        return adapt_model(
+            volume, grid=largest.grid, model=engine.model, options=options, device=engine.device,
+            modality=request.modality, progress=step, cancel=cancel,
+        )
+
+    model, report = _with_cpu_fallback(work, engine, result, Step("fallback", device="cpu"), progress)
+    result.adaptation = report
+    _tell(progress, Step("adapted", detail=report))
+    raise_if_cancelled(cancel)
+    if settings.save_model:
+        from napari_cycleinr.model.checkpoint import save_model
+
+        save_model(model, settings.save_model, getattr(model, "info", {}))
+    return model
+
+
+def _super_resolve(
+    request: Request, volume: Volume, target: Target, index: int, engine: Engine, result: Result, progress, cancel, out
+) -> Volume:
+    from napari_cycleinr.model import infer
+
+    def blocks(done: int, total: int) -> None:
+        _tell(progress, Step("blocks", done, total, target=index))
+
+    def work() -> Volume:
+        return infer.super_resolve(
+            volume, grid=target.grid, method=request.method, model=engine.model, device=engine.device,
+            modality=request.modality, keep_dtype=request.keep_dtype, options=_options(request, engine.device),
+            progress=blocks, cancel=cancel, out=out, ensemble=request.ensemble,
+        )
+
+    return _with_cpu_fallback(work, engine, result, Step("fallback", target=index, device="cpu"), progress)
+
+
+def _options(request: Request, device: torch.device) -> Any:
+    """Inference settings for the device with the request's threads; None (the device's own) without."""
+    if not request.threads:
+        return None
+    from napari_cycleinr.runtime.tuning import InferenceOptions
+
+    return replace(InferenceOptions.for_device(device), threads=request.threads)
+
+
+def _finish_target(
+    request: Request, volume: Volume, reference: Volume | None, done: TargetResult, index: int, progress, cancel
+) -> TargetResult:
+    """The steps after super-resolution: exact data consistency, scores, residual image."""
+    sr = done.volume
+    if request.consistency:
+        from napari_cycleinr.model.consistency import make_consistent
+
+        _tell(progress, Step("consistency", target=index))
+        done.consistency = make_consistent(
+            sr, volume, request.slice_profile, request.thickness, cancel=cancel,
+            smoothing=request.consistency_smoothing,
+        )
+        _tell(progress, Step("consistent", target=index, detail=done.consistency))
+        raise_if_cancelled(cancel)
+    if reference is not None and reference.shape == sr.shape:
+        from napari_cycleinr.model.evaluate import reference_scores
+
+        _tell(progress, Step("compare", target=index))
+        modality = sr.metadata["super_resolution"].get("modality")
+        done.scores = reference_scores(reference.data, sr.data, modality)
+        _tell(progress, Step("scored", target=index, detail=done))
+    if request.residual_image:
+        from napari_cycleinr.model.degrade import degrade
+
+        _tell(progress, Step("residual", target=index))
+        n_in, n_out = volume.shape[0], sr.shape[0]
+        degraded = degrade(np.asarray(sr.data, dtype=np.float32), n_out / n_in, "average", n_thick=n_in)
+        done.residual = np.subtract(volume.data, degraded, dtype=np.float32)
+    raise_if_cancelled(cancel)
+    return done
