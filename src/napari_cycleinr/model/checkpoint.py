@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import warnings
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from napari_cycleinr.errors import CycleINRError
-from napari_cycleinr.io.atomic import prepare_destination, write_atomically
+from napari_cycleinr.io.guard import write_guarded
+from napari_cycleinr.jsonsafe import loads_bounded, strict_json
 from napari_cycleinr.model.config import ModelConfig
 from napari_cycleinr.model.cycleinr import CycleINR
 
@@ -74,21 +78,51 @@ def resolve_model_path(path: str | Path | None, profile: str | None = None) -> P
     return Path(path)
 
 
-def save_model(model: CycleINR, path: str | Path, info: dict[str, Any] | None = None) -> Path:
-    """Write weights + config atomically, with a readable JSON copy of the header beside them."""
+def save_model(
+    model: CycleINR, path: str | Path, info: dict[str, Any] | None = None, *, protected: Iterable[Any] = ()
+) -> Path:
+    """Write weights + config atomically, with a readable JSON copy of the header beside them; both through
+    the output guard, so neither lands on an input (`protected`: the run's scans, models) or the package."""
     path = Path(path)
+    protected = list(protected)
     header = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
-        "model_config": json.dumps(model.config.to_dict()),
-        "info": json.dumps(info or {}),
+        "model_config": strict_json(model.config.to_dict(), indent=None).strip(),
+        "info": strict_json(info or {}, indent=None).strip(),  # undefined scores as null, never NaN
     }
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    write_atomically(prepare_destination(path), lambda tmp: _save_readable(state, tmp, header))
-    sidecar = {key: json.loads(value) if key in ("model_config", "info") else value for key, value in header.items()}
-    text = json.dumps(sidecar, indent=2) + "\n"
-    write_atomically(prepare_destination(path.with_suffix(".json")), lambda tmp: tmp.write_text(text))
+    parsed = ("model_config", "info")
+    sidecar = {key: json.loads(value) if key in parsed else value for key, value in header.items()}
+    text = strict_json(sidecar)
+    write_guarded(path, lambda tmp: _save_readable(state, tmp, header), protected=protected)
+    write_guarded(path.with_suffix(".json"), lambda tmp: tmp.write_text(text), protected=protected)
     return path
+
+
+def save_resume_state(state: dict[str, Any], path: str | Path, *, protected: Iterable[Any] = ()) -> Path:
+    """The optimiser state for `train --resume` (tensors and numbers only), guarded and atomic."""
+    return write_guarded(path, lambda tmp: torch.save(state, tmp), protected=protected)
+
+
+def load_resume_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """What save_resume_state wrote, read with weights_only=True (a pickle that would run code is refused),
+    every failure one message naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CycleINRError(f"nothing to resume: {path} is missing")
+    advice = "delete it to start over, or train into a new --out folder"
+    try:
+        with warnings.catch_warnings():  # torch's notes on the pickle protocol: the outcome is said below
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as error:
+        first = " ".join(str(error).split())[:160]
+        reason = f"{path.name} is not a resume state this package wrote ({first}); {advice}"
+        raise CycleINRError(reason) from None
+    if not isinstance(state, dict) or not {"step", "best_psnr", "optimizer"} <= set(state):
+        raise CycleINRError(f"{path.name} is not a resume state this package wrote (keys missing); {advice}")
+    return state
 
 
 def _save_readable(state: dict[str, torch.Tensor], tmp: Path, header: dict[str, str]) -> None:
@@ -124,17 +158,18 @@ def read_header(path: str | Path) -> dict[str, Any]:
             f"{path.name} has checkpoint format version {version}; this napari-cycleinr reads version {FORMAT_VERSION}"
         )
     try:
-        values = json.loads(metadata["model_config"])
+        values = loads_bounded(metadata["model_config"], what="its model_config field")
         if not isinstance(values, dict):
             raise TypeError(f"a JSON {type(values).__name__} instead of an object")
         config = ModelConfig.from_dict(values)
-        info = json.loads(metadata.get("info", "{}"))
+        info = loads_bounded(metadata.get("info", "{}"), what="its info field")
         for option, limit in PLAUSIBLE_LIMITS.items():
             if getattr(config, option) > limit:
                 raise CycleINRError(f"{option} = {getattr(config, option)} is implausible (at most {limit})")
-    except CycleINRError as error:  # a config this code cannot build: name the file
+    except CycleINRError as error:  # a config this code cannot build, or JSON too deep: name the file
         reason = str(error).removeprefix("model config: ")
-        raise CycleINRError(f"{path.name} has an invalid model config ({reason})") from None
+        damage = "a damaged" if reason.startswith("its ") else "an invalid"
+        raise CycleINRError(f"{path.name} has {damage} model config ({reason})") from None
     except (KeyError, TypeError, ValueError) as error:  # json.JSONDecodeError is a ValueError
         raise CycleINRError(f"{path.name} has a damaged model config ({error})") from None
     return {"format_version": int(version), "config": config, "info": info}
@@ -177,9 +212,11 @@ def _check_tensor_shapes(path: Path, config: ModelConfig) -> None:
         expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
         with safe_open(str(path), framework="pt") as handle:
             found = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+            types = {name: str(handle.get_slice(name).get_dtype()) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError) as error:
         raise CycleINRError(f"{path.name} is not a readable safetensors checkpoint ({error})") from None
     if found == expected:
+        _check_tensor_types(path, types)
         return
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
@@ -192,3 +229,19 @@ def _check_tensor_shapes(path: Path, config: ModelConfig) -> None:
     else:
         reason = f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}"
     raise CycleINRError(f"{path.name} does not fit the CycleINR architecture it declares ({reason})")
+
+
+WEIGHT_TYPES = {"F16", "BF16", "F32", "F64"}
+"""safetensors' names of the floating-point types weights may be stored in (loading converts to float32)."""
+
+
+def _check_tensor_types(path: Path, types: dict[str, str]) -> None:
+    """Every tensor of CycleINR is floating point: a bool or integer tensor of the right shape is a damaged
+    or crafted file (loading would silently turn it into 0/1 weights)."""
+    wrong = {name: kind for name, kind in types.items() if kind not in WEIGHT_TYPES}
+    if wrong:
+        name, kind = next(iter(wrong.items()))
+        raise CycleINRError(
+            f"{path.name} holds {len(wrong)} tensor(s) of type {kind} (e.g. {name}); CycleINR weights are "
+            "floating point: the file is damaged or not a CycleINR checkpoint"
+        )
