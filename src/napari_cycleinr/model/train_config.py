@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -65,9 +66,20 @@ class TrainConfig:
     """Scans used only through their in-plane axes (e.g. real thick-slice scans with no thin reference)."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch", "thick_slices", "crop", "query_pixels", "validation_every", "checkpoint_every", "log_every"):
-            if int(getattr(self, name)) < 1:
-                raise CycleINRError(f"train config: {name} must be at least 1")
+        """Every value checked (type, finite, range) when the config is made, so a bad one is refused before
+        any folder, file or model exists; a NaN weight or learning rate would train on NaN for hours."""
+        _check_types(self)
+        for name in _AT_LEAST_ONE:
+            if getattr(self, name) < 1:
+                raise CycleINRError(f"train config: {name} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "threads", "seed"):
+            if getattr(self, name) < 0:
+                raise CycleINRError(f"train config: {name} must be 0 or more, got {getattr(self, name)}")
+        if not 0.0 < self.learning_rate <= MAX_LEARNING_RATE:
+            limit, rate = MAX_LEARNING_RATE, self.learning_rate
+            raise CycleINRError(f"train config: learning_rate must be above 0, at most {limit}; got {rate}")
+        if self.scale_max > MAX_SCALE:
+            raise CycleINRError(f"train config: scale_max must be at most {MAX_SCALE}, got {self.scale_max}")
         if self.thick_slices < 2:
             raise CycleINRError("train config: thick_slices must be at least 2")
         if not 1.0 < self.scale_min <= self.scale_max:
@@ -94,6 +106,50 @@ class TrainConfig:
         return values
 
 
+_AT_LEAST_ONE = (
+    "steps", "batch", "thick_slices", "crop", "query_pixels", "validation_every", "checkpoint_every",
+    "log_every",
+)  # fmt: skip
+MAX_LEARNING_RATE = 1.0
+MAX_SCALE = 32.0
+"""Thick slices 32 times the thin spacing: far beyond any scan this method is meant for."""
+_KINDS = {
+    "whole number": ("steps", "batch", "thick_slices", "crop", "query_pixels", "warmup_steps",
+                     "validation_every", "checkpoint_every", "log_every", "threads", "seed"),
+    "number": ("scale_min", "scale_max", "cycle_weight", "noise_weight", "learning_rate", "inplane_fraction",
+               "average_decay"),
+    "true or false": ("grow", "amp"),
+    "text": ("validation_degradation", "fit"),
+    "path or nothing": ("init", "validation_data"),
+    "list of names": ("degradations", "train_data", "inplane_data"),
+}  # fmt: skip
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Each option has the type it must have, and numbers are finite (NaN and inf are refused here)."""
+    for kind, names in _KINDS.items():
+        for name in names:
+            value = getattr(config, name)
+            if not _is_kind(value, kind):
+                raise CycleINRError(f"train config: {name} must be a {kind}, got {value!r}")
+    if not isinstance(config.model, ModelConfig):
+        raise CycleINRError(f"train config: model must be a [model] table, got {config.model!r}")
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "whole number":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind == "true or false":
+        return isinstance(value, bool)
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "path or nothing":
+        return value is None or isinstance(value, str)
+    return isinstance(value, (tuple, list)) and all(isinstance(item, str) for item in value)
+
+
 def load_train_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
     """Read a TOML config (relative data paths resolve against the config's folder) and apply overrides."""
     values: dict[str, Any] = {}
@@ -106,6 +162,10 @@ def load_train_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
         unknown = set(document) - {"model", "train", "data"}
         if unknown:
             raise CycleINRError(f"train config: unknown table(s) {', '.join(sorted(unknown))}")
+        for table in ("model", "train", "data"):
+            if not isinstance(document.get(table, {}), dict):
+                raise CycleINRError(f"train config: [{table}] must be a table, got {document[table]!r}")
+        _check_data_paths(document.get("data", {}))
         values.update(document.get("train", {}))
         values["model"] = ModelConfig.from_dict(document.get("model", {}))
         data = document.get("data", {})
@@ -116,16 +176,26 @@ def load_train_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
             values["validation_data"] = resolve(data["validation"])
         if "inplane" in data:
             values["inplane_data"] = tuple(resolve(p) for p in data["inplane"])
-        if values.get("init"):
+        if values.get("init") and isinstance(values["init"], str):  # other types: refused by TrainConfig
             values["init"] = resolve(values["init"])
     known = {f.name for f in fields(TrainConfig)}
     unknown = set(values) - known
     if unknown:
         raise CycleINRError(f"train config: unknown option(s) {', '.join(sorted(unknown))}")
-    if "degradations" in values:
+    if isinstance(values.get("degradations"), list):
         values["degradations"] = tuple(values["degradations"])
     try:
         config = TrainConfig(**values)
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
     except TypeError as error:
         raise CycleINRError(f"train config: {error}") from None
-    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _check_data_paths(data: dict[str, Any]) -> None:
+    """[data] train and inplane are lists of paths, validation one path: checked before they are resolved."""
+    for key in ("train", "inplane"):
+        if key in data and not _is_kind(data[key], "list of names"):
+            raise CycleINRError(f"train config: [data] {key} must be a list of file paths, got {data[key]!r}")
+    if data.get("validation") and not isinstance(data["validation"], str):
+        said = repr(data["validation"])
+        raise CycleINRError(f"train config: [data] validation must be a file path, got {said}")
