@@ -145,9 +145,7 @@ def process_folder(
     and writes the mean (super_resolve).
     """
     from napari_cycleinr import pipeline
-    from napari_cycleinr.io import read_volume, write_volume
     from napari_cycleinr.model.distributed import rank_and_world, shard
-    from napari_cycleinr.request import target
 
     source_dir, target_dir = check_folders(input_dir, output_dir)
     from_torchrun = rank is None or world_size is None
@@ -166,31 +164,48 @@ def process_folder(
     if not scans:
         log(f"{prefix}no scans (.nii, .nii.gz, .tif, .tiff) in {source_dir}")
     for number, path in enumerate(mine, start=1):
-        output = target_dir / path.name
         head = f"{prefix}[{number}/{len(mine)}] {path.name}"
-        if output.exists() and not overwrite:
-            report.results.append(FileResult(path, output, "skipped", "the output exists"))
-            log(f"{head}: skipped, {output} exists")
-            continue
-        started = time.perf_counter()
-        try:
-            volume = read_volume(path, axis=axis)
-            planned = request.with_targets([target(volume.shape[0], volume.spacing[0], kind, value)])
-            result = pipeline.run(planned, volume, cancel=cancel, engine=engine).outputs[0].volume
-            write_volume(result, output, refuse=[path])
-        except (Cancelled, KeyboardInterrupt):
-            raise
-        except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
-            message = _one_line(error)
-            report.results.append(FileResult(path, output, "failed", message, time.perf_counter() - started))
-            log(f"{head}: FAILED: {message}")
-            continue
-        seconds = time.perf_counter() - started
-        report.results.append(FileResult(path, output, "done", "", seconds))
-        log(f"{head} -> {output}: {volume.shape[0]} -> {result.shape[0]} slices in {seconds:.1f} s")
+        output = target_dir / path.name
+        done, said = _process_one(path, output, request, engine, (kind, value), axis, overwrite, cancel)
+        report.results.append(done)
+        log(head + said)
     if from_torchrun and world_size > 1:
         report.everyone = _gather(report.to_dict(), rank, world_size)
     return report
+
+
+def _process_one(
+    path: Path,
+    output: Path,
+    request: Request,
+    engine: Any,
+    asked: tuple[str, float],
+    axis: str | None,
+    overwrite: bool,
+    cancel: Callable[[], bool] | None,
+) -> tuple[FileResult, str]:
+    """One scan: skipped if its output exists, else read, super-resolved on its own grid and written; a
+    failure is recorded, not raised (a cancel is). Returns the result and the end of its log line."""
+    from napari_cycleinr import pipeline
+    from napari_cycleinr.io import read_volume, write_volume
+    from napari_cycleinr.request import target
+
+    if output.exists() and not overwrite:
+        return FileResult(path, output, "skipped", "the output exists"), f": skipped, {output} exists"
+    started = time.perf_counter()
+    try:
+        volume = read_volume(path, axis=axis)
+        planned = request.with_targets([target(volume.shape[0], volume.spacing[0], *asked)])
+        result = pipeline.run(planned, volume, cancel=cancel, engine=engine).outputs[0].volume
+        write_volume(result, output, refuse=[path])
+    except (Cancelled, KeyboardInterrupt):
+        raise
+    except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
+        message = _one_line(error)
+        return FileResult(path, output, "failed", message, time.perf_counter() - started), f": FAILED: {message}"
+    seconds = time.perf_counter() - started
+    said = f" -> {output}: {volume.shape[0]} -> {result.shape[0]} slices in {seconds:.1f} s"
+    return FileResult(path, output, "done", "", seconds), said
 
 
 def _target_kind(factor: float | None, spacing: float | None) -> tuple[str, float]:

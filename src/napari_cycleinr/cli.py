@@ -196,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     _consistency_arguments(ad)
     ad.set_defaults(run=cmd_adapt)
 
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    _benchmark_parser(sub)
+    return parser
+
+
+def _train_parser(sub) -> None:
     tr = sub.add_parser("train", help="train a CycleINR model on thin-slice scans")
     tr.add_argument("--data", nargs="+", help="thin-slice training scans (override the config's [data] train)")
     tr.add_argument("--out", required=True, help="folder for checkpoints and logs")
@@ -207,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="auto")
     tr.set_defaults(run=cmd_train)
 
+
+def _evaluate_parser(sub) -> None:
     ev = sub.add_parser("evaluate", help="simulate thick slices from thin references and score each method")
     ev.add_argument("references", nargs="+", help="thin-slice reference scans")
     ev.add_argument("--factor", required=True, help="one factor or several, e.g. 2,2.5,4,5")
@@ -225,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--modality", choices=["CT", "MR", "ct", "mr"])
     ev.set_defaults(run=cmd_evaluate)
 
+
+def _benchmark_parser(sub) -> None:
     bm = sub.add_parser("benchmark", help="time CycleINR against tricubic and trilinear interpolation")
     bm.add_argument("--device", default="auto", help="auto, cpu or cuda (for CycleINR; interpolations use the CPU)")
     bm.add_argument("--json", help="also write the figures as JSON")
@@ -237,7 +248,6 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the idle cores)")
     bm.add_argument("--in-process", action="store_true", help="run all cases in this process, not one process each")
     bm.set_defaults(run=cmd_benchmark)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

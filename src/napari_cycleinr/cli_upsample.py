@@ -110,8 +110,8 @@ def _request(args: argparse.Namespace, adapt: bool):
         method=getattr(args, "method", "cycleinr"), weights=args.model, profile=args.profile,
         profile_source="user" if args.profile else "default", thickness=args.thickness, adapt=settings,
         ensemble=args.ensemble, consistency=args.consistency, consistency_smoothing=args.consistency_smoothing,
-        reference=args.reference, device=args.device, modality=args.modality, keep_dtype=not args.float,
-        threads=args.threads,
+        reference=args.reference, source=args.input, output=args.output, device=args.device,
+        modality=args.modality, keep_dtype=not args.float, threads=args.threads,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from napari_cycleinr.errors import CycleINRError
@@ -157,6 +157,11 @@ class Request:
     """Also return, per output, the input minus the output averaged back onto the input slices."""
     reference: str | None = None
     """The thin reference scan the outputs are scored against: its path, or its name in the shell."""
+    source: str | None = None
+    """Where the input came from (a file, or a DICOM series' folder); None for an in-memory volume."""
+    output: str | None = None
+    """Where the shell writes the result (a file or a folder, e.g. a DICOM series); the shell checks it with
+    the output guard before the run. pipeline.run reads and writes no file."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N; auto falls back to the CPU when the GPU runs out of memory."""
     modality: str | None = None
@@ -165,8 +170,6 @@ class Request:
     """Integer input gives integer output (rounded and clipped); False: float32."""
     threads: int = 0
     """Torch CPU threads; 0: the idle cores."""
-    extra: dict = field(default_factory=dict, compare=False)
-    """Shell-specific notes carried along untouched (e.g. the input's name)."""
 
     def __post_init__(self) -> None:
         check_method(self.method)
@@ -191,8 +194,6 @@ class Request:
         return self.method == MODEL_METHOD
 
     def with_targets(self, targets: Sequence[Target]) -> Request:
-        from dataclasses import replace
-
         return replace(self, targets=tuple(targets))
 
     @property

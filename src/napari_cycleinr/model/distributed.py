@@ -117,7 +117,7 @@ def rank_and_world() -> tuple[int, int]:
 
 def threads_per_process(local_world_size: int) -> int:
     """CPU threads for each of the processes sharing this machine."""
-    from napari_cycleinr.model.infer import available_cores
+    from napari_cycleinr.runtime.threads import available_cores
 
     return max(1, available_cores() // max(1, local_world_size))
 

@@ -78,27 +78,7 @@ def evaluate_volume(
     }
     outputs = {}
     for method in methods:
-        started = time.perf_counter()
-        if method in BASELINES:
-            normalised = predict(method, thick, positions, 1.0 / factor)
-        elif method in models:
-            normalised = predict("cycleinr", thick, positions, 1.0 / factor, model=models[method], device=device)
-        else:
-            raise CycleINRError(f"unknown method {method!r}: not a baseline and no model was given for it")
-        rows = {method: (normalised, time.perf_counter() - started)}
-        if ensemble and method not in BASELINES:
-            started = time.perf_counter()
-            mirrored = predict(
-                "cycleinr", thick, positions, 1.0 / factor, mirrored=True, model=models[method], device=device
-            )
-            rows[f"{method}+ens"] = ((normalised + mirrored) / 2, rows[method][1] + time.perf_counter() - started)
-        if consistency and method not in BASELINES:
-            operator = degradation_matrix(len(positions), factor, degradation, n_thick=thick.shape[0])
-            for name, (values, seconds) in list(rows.items()):
-                started = time.perf_counter()
-                corrected = values.copy()
-                project(corrected, thick, operator)
-                rows[f"{name}+dc"] = (corrected, seconds + time.perf_counter() - started)
+        rows = _method_rows(method, thick, positions, factor, degradation, models, device, consistency, ensemble)
         for name, (values, seconds) in rows.items():
             output = intensities.denormalise(values)
             result["methods"][name] = {
@@ -113,6 +93,42 @@ def evaluate_volume(
         result["outputs"] = outputs
         result["reference_array"] = reference
     return result
+
+
+def _method_rows(
+    method: str,
+    thick: np.ndarray,
+    positions: np.ndarray,
+    factor: float,
+    degradation: str,
+    models: dict[str, Any],
+    device: Any,
+    consistency: bool,
+    ensemble: bool,
+) -> dict[str, tuple[np.ndarray, float]]:
+    """One method's normalised outputs and seconds: its own row, and its +ens and +dc variants if asked."""
+    started = time.perf_counter()
+    if method in BASELINES:
+        normalised = predict(method, thick, positions, 1.0 / factor)
+    elif method in models:
+        normalised = predict("cycleinr", thick, positions, 1.0 / factor, model=models[method], device=device)
+    else:
+        raise CycleINRError(f"unknown method {method!r}: not a baseline and no model was given for it")
+    rows = {method: (normalised, time.perf_counter() - started)}
+    if ensemble and method not in BASELINES:
+        started = time.perf_counter()
+        mirrored = predict(
+            "cycleinr", thick, positions, 1.0 / factor, mirrored=True, model=models[method], device=device
+        )
+        rows[f"{method}+ens"] = ((normalised + mirrored) / 2, rows[method][1] + time.perf_counter() - started)
+    if consistency and method not in BASELINES:
+        operator = degradation_matrix(len(positions), factor, degradation, n_thick=thick.shape[0])
+        for name, (values, seconds) in list(rows.items()):
+            started = time.perf_counter()
+            corrected = values.copy()
+            project(corrected, thick, operator)
+            rows[f"{name}+dc"] = (corrected, seconds + time.perf_counter() - started)
+    return rows
 
 
 def reference_scores(reference: np.ndarray, output: np.ndarray, modality: str | None = None) -> dict[str, Any]:

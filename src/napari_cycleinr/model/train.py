@@ -35,6 +35,7 @@ from napari_cycleinr.model.cycleinr import CycleINR
 from napari_cycleinr.model.grow import grow_model
 from napari_cycleinr.runtime.devices import resolve_device
 from napari_cycleinr.model.losses import cycle_loss, fit_loss, noise_consistency_loss
+from napari_cycleinr.model.pair_model import PairPredictor, pair_queries, predict_pair
 from napari_cycleinr.model.pairs import Pair, TrainingVolume, sample_pair
 from napari_cycleinr.model.schedule import cosine_decay, make_optimizer, optimizer_step
 from napari_cycleinr.model.train_config import TrainConfig
@@ -82,60 +83,6 @@ def validation_pairs(volume: TrainingVolume, config: TrainConfig) -> list[Pair]:
     if not pairs:
         raise CycleINRError(f"the validation volume ({z} slices) is too short for validation at x2")
     return pairs
-
-
-def predict_pair(
-    model: CycleINR, pair: Pair, device: torch.device, columns: torch.Tensor | None = None, chunk: int = 2048
-) -> torch.Tensor:
-    """The model's thin slices for a pair: (B, pixels, L), for a sample of columns, or for every pixel, decoded
-    `chunk` pixels at a time so that scoring whole crops needs no more memory than a training step."""
-    positions, cell = pair_queries(pair, device)
-    if columns is not None:
-        return decode_columns(model, pair.thick.to(device), positions, cell, columns)
-    latent = model.encode(pair.thick.to(device))
-    pixels = pair.thin.shape[2] * pair.thin.shape[3]
-    parts = []
-    for start in range(0, pixels, chunk):
-        part = torch.arange(start, min(start + chunk, pixels), device=device)
-        parts.append(model.decode(latent_columns(latent, part), positions, cell))
-    return torch.cat(parts, dim=1)
-
-
-def pair_queries(pair: Pair, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The thin slices' positions (in thick-slice units) and the cell size of a pair."""
-    length = pair.thin.shape[1]
-    positions = (torch.arange(length, dtype=torch.float32, device=device) + 0.5) / pair.ratio - 0.5
-    return positions, torch.tensor(1.0 / pair.ratio, device=device)
-
-
-def decode_columns(
-    model: CycleINR,
-    thick: torch.Tensor,
-    positions: torch.Tensor,
-    cell: torch.Tensor,
-    columns: torch.Tensor | None,
-    encoder_dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    latent = model.encode(thick, encoder_dtype)
-    if columns is not None:
-        latent = latent_columns(latent, columns)
-    return model.decode(latent, positions, cell)
-
-
-def latent_columns(latent, columns: torch.Tensor):
-    """The latent codes of some pixel columns only (each latent tensor is (B, pixels, ...))."""
-    return type(latent)(*(None if t is None else t[:, columns] for t in latent))
-
-
-class PairPredictor(torch.nn.Module):
-    """What a training step differentiates, as a module's forward, so DistributedDataParallel can wrap it."""
-
-    def __init__(self, model: CycleINR) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, thick, positions, cell, columns, encoder_dtype=None):  # type: ignore[override]
-        return decode_columns(self.model, thick, positions, cell, columns, encoder_dtype)
 
 
 def validate(model: CycleINR, pairs: list[Pair], device: torch.device) -> dict[str, float]:
@@ -256,24 +203,18 @@ def _train(
     cancel: CancelCheck | None,
     rank: distributed.Rank | None,
 ) -> dict[str, float]:
+    """The run behind train(). Longer than most functions here on purpose: setup, resume, the step loop and
+    its validation and checkpoints share one state (model, optimizer, weight average, history, best score,
+    rank), which split across functions would travel through every call."""
     main = rank is None or rank.is_main
     if not main:
         log = _silent
     out.mkdir(parents=True, exist_ok=True)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    elif rank is not None and torch_device.type == "cpu":
-        torch.set_num_threads(distributed.threads_per_process(rank.local_world_size))
+    _set_threads(config, rank, torch_device)
     torch.manual_seed(config.seed)
     train_volumes, validation_volume = split_validation(config)
     validation = validation_pairs(validation_volume, config) if main else []
-    if config.init and config.grow:  # fine-tuning a larger model that starts as the checkpoint's function
-        model = grow_model(load_model(config.init, torch_device), config.model).train()
-    elif config.init:  # fine-tuning: the checkpoint's architecture is the one trained
-        model = load_model(config.init, torch_device).train()
-        config = replace(config, model=model.config)
-    else:
-        model = CycleINR(config.model).to(torch_device)
+    model, config = _initial_model(config, torch_device)
     optimizer = make_optimizer(model, config)
     start, best, history = 0, -math.inf, []
     state_path = out / "state.pt"
@@ -307,14 +248,7 @@ def _train(
         history.append({"step": 0, **first})
         log(f"validation before training: PSNR {first['psnr']:.2f} dB, L1 {first['l1']:.5f}")
     model.train()
-    predictor = None
-    if rank is not None:  # broadcasts rank 0's weights, then averages gradients in every backward
-        from torch.nn.parallel import DistributedDataParallel
-
-        device_ids = [torch_device.index] if torch_device.type == "cuda" else None
-        predictor = DistributedDataParallel(PairPredictor(model), device_ids=device_ids)
-        log(f"distributed training on {rank.world_size} processes ({torch_device.type}); effective batch "
-            f"{config.batch * rank.world_size}")
+    predictor = _distributed_predictor(model, rank, torch_device, config, log)
     started, shown = time.perf_counter(), start
     is_tty = sys.stderr.isatty() and main
     for step in range(start, config.steps):
@@ -357,6 +291,46 @@ def _train(
                 (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
             if rank is not None:  # no rank runs ahead of a checkpoint it may have to resume from
                 rank.barrier()
+    return _summary(history, best, config, model, rank, log)
+
+
+def _set_threads(config: TrainConfig, rank: distributed.Rank | None, device: torch.device) -> None:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    elif rank is not None and device.type == "cpu":
+        torch.set_num_threads(distributed.threads_per_process(rank.local_world_size))
+
+
+def _initial_model(config: TrainConfig, device: torch.device) -> tuple[CycleINR, TrainConfig]:
+    """The model training starts from, and the config with the architecture actually trained."""
+    if config.init and config.grow:  # fine-tuning a larger model that starts as the checkpoint's function
+        return grow_model(load_model(config.init, device), config.model).train(), config
+    if config.init:  # fine-tuning: the checkpoint's architecture is the one trained
+        model = load_model(config.init, device).train()
+        return model, replace(config, model=model.config)
+    return CycleINR(config.model).to(device), config
+
+
+def _distributed_predictor(
+    model: CycleINR, rank: distributed.Rank | None, device: torch.device, config: TrainConfig, log: Log
+) -> torch.nn.Module | None:
+    """Under torchrun, the DDP-wrapped PairPredictor: it broadcasts rank 0's weights, then averages gradients
+    in every backward. None for a single process."""
+    if rank is None:
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device.index] if device.type == "cuda" else None
+    predictor = DistributedDataParallel(PairPredictor(model), device_ids=device_ids)
+    log(f"distributed training on {rank.world_size} processes ({device.type}); effective batch "
+        f"{config.batch * rank.world_size}")
+    return predictor
+
+
+def _summary(
+    history: list[dict], best: float, config: TrainConfig, model: CycleINR, rank: distributed.Rank | None, log: Log
+) -> dict:
+    """What train returns: the last validation and the best PSNR; under torchrun, every rank's agreement."""
     final = history[-1] if history else {}
     summary = {"steps": config.steps, "best_psnr": best, **{k: v for k, v in final.items() if k != "step"}}
     if rank is not None:
