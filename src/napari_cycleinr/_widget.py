@@ -26,6 +26,7 @@ from napari_cycleinr._layers import (
     layer_geometry,
     layer_meta,
     layer_to_volume,
+    protected_paths,
     volume_to_layer_data,
     widen_contrast_range,
 )
@@ -112,6 +113,7 @@ class SuperResolutionWidget(Panel):
         self._started_at = 0.0
         self._job_text = ""
         self._cpu_noted = False
+        self._protect: tuple[str, ...] = ()
         self._pending: list[Output] = []  # outputs of the finished job still to add, one per event-loop turn
         self._added: list[tuple[str, Image]] = []
         self._progress_view = ProgressView(self._progress, self._status, parent=self.native)
@@ -275,6 +277,8 @@ class SuperResolutionWidget(Panel):
             self._device_used.value = "cpu (no CUDA GPU found)"
             show_info(CPU_FALLBACK_NOTICE)
         self._job_text = f"running: {self._grid.value}"
+        reference = self._reference.value  # its files, which no output of this run may be saved over
+        self._protect = tuple(protected_paths(layer_meta(reference))) if reference is not None else ()
         self._launch(job)
 
     def _check_device(self) -> str | None:
@@ -401,7 +405,7 @@ class SuperResolutionWidget(Panel):
         else:
             display = self._display if output.role == "super_resolved" else {}
         data, kwargs = volume_to_layer_data(
-            output.volume, name=output.name, role=output.role, protect=output.protect, **display
+            output.volume, name=output.name, role=output.role, protect=(*output.protect, *self._protect), **display
         )
         layer = Image(data, **kwargs, visible=output.role not in DIFFERENCE_ROLES)  # see place_outputs
         if old is not None:
