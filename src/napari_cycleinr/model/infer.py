@@ -40,23 +40,14 @@ __all__ = [
 Progress = Callable[[int, int], None]
 
 
-def cycleinr_blocks(
-    model: CycleINR,
-    lr: np.ndarray,
-    positions: np.ndarray,
-    cell: float,
-    device: torch.device,
-    options: InferenceOptions,
-    cancel: CancelCheck | None = None,
-    finish: Finish | None = None,
-) -> Iterator[Block]:
-    """Blocks of the model's normalised output: the fast exact path for the standard architecture.
-
-    With `finish` (fast path only, see uses_fast_path) the values are finish(normalised) instead.
-    """
+def cycleinr_blocks(model: CycleINR, lr: np.ndarray, positions: np.ndarray, cell: float, **settings) -> Iterator[Block]:
+    """Blocks of the model's normalised output: the fast exact path for the standard architecture, else the
+    generic tiler. settings: device, options, cancel, and finish (fast path only: the values are then
+    finish(normalised), see uses_fast_path)."""
+    device, options, cancel = settings["device"], settings["options"], settings.get("cancel")
     if uses_fast_path(model, options):
-        return fast_blocks(model, lr, positions, cell, device, options, cancel, finish)
-    if finish is not None:
+        return fast_blocks(model, lr, positions, cell, **settings)
+    if settings.get("finish") is not None:
         raise ValueError("finish needs the fast path")
     config = model.config
     return tiled_blocks(
@@ -126,7 +117,9 @@ def method_blocks(
         blocks = cubic_blocks(lr, positions, cancel)
     else:
         assert model is not None
-        blocks = cycleinr_blocks(model, lr, positions, cell, device, options, cancel, finish)
+        blocks = cycleinr_blocks(
+            model, lr, positions, cell, device=device, options=options, cancel=cancel, finish=finish
+        )
     threads = choose_threads(options.threads) if device.type == "cpu" and method != "tricubic" else 0
     return with_threads(blocks, threads)
 
