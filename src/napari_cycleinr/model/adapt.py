@@ -30,7 +30,13 @@ from napari_cycleinr.model.pairs import TrainingVolume, sample_pair
 from napari_cycleinr.model.schedule import cosine_decay, make_optimizer, optimizer_step
 from napari_cycleinr.model.train import training_step, validate
 from napari_cycleinr.model.train_config import TrainConfig
-from napari_cycleinr.options import ADAPT_MINUTES, check_adapt_budget, check_noise_weight, check_slice_profile
+from napari_cycleinr.options import (
+    ADAPT_MINUTES,
+    DEFAULT_PROFILE,
+    check_adapt_budget,
+    check_noise_weight,
+    check_slice_profile,
+)
 from napari_cycleinr.runtime.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.runtime.devices import resolve_device
 from napari_cycleinr.runtime.threads import choose_threads, torch_threads
@@ -71,7 +77,7 @@ class AdaptOptions:
         self,
         minutes: float = ADAPT_MINUTES,
         steps: int | None = None,
-        profile: str = "average",
+        profile: str = DEFAULT_PROFILE,
         thickness: float = 1.0,
         scale_spread: float = 0.15,
         validation_pairs: int = 6,
