@@ -2,8 +2,11 @@
 
 Opens the 5 mm chest CT and its 1.25 mm reference through the plugin, runs the widget with the bundled default
 model (5 mm -> 1.25 mm, reference = the 1.25 mm scan, consistency layer and exact data consistency on), and
-saves, under docs/images/:
-  widget.png     the napari window with the dock widget, coronal view, output / reference / error side by side
+saves, under docs/images/ (palette PNGs, well under 300 KB each):
+  panel.png      the dock as it opens: the basics, "Advanced" folded
+  running.png    the dock during the run: the progress bar, its phase and the time left
+  widget.png     the napari window with the dock widget, coronal view (head at the top), output / reference /
+                 error side by side
   3d.png         3D rendering (attenuated MIP) of the 5 mm input, the super-resolved output and the 1.25 mm
                  reference, side by side
 
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 
 import napari
+from PIL import Image
 from qtpy.QtWidgets import QApplication
 
 from napari_cycleinr._widget import VIEW_3D_ANGLES
@@ -43,6 +47,18 @@ def wait(condition, timeout: float) -> None:
         time.sleep(0.02)
 
 
+def save_small(image, path: Path) -> None:
+    """An RGB(A) array or a QPixmap as a 256-colour PNG: screenshots of flat UI and grey scans lose nothing
+    visible, and the file stays small."""
+    if hasattr(image, "save"):  # QPixmap
+        image.save(str(path))
+        image = Image.open(path).convert("RGB")
+    else:
+        image = Image.fromarray(image[..., :3])
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
@@ -52,13 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     viewer = napari.Viewer(title="napari-cycleinr", show=True)
-    viewer.window.resize(1900, 1150)
+    viewer.window.resize(1600, 1000)
     viewer.open_sample(PLUGIN, "chest_ct_5mm")
     viewer.open_sample(PLUGIN, "chest_ct_1p25mm")
     thick, thin = viewer.layers["chest_ct_5mm"], viewer.layers["chest_ct_1p25mm"]
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-
     widget._input.value = thick
+    wait(lambda: True, 2)
+    save_small(widget.native.grab(), args.out / "panel.png")
+
     widget._reference.value = thin
     widget._values.value = "1.25"
     widget._consistency.value = True
@@ -66,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     widget._method.value = args.method
     started = time.monotonic()
     widget.start()
+    wait(lambda: "left" in widget._status.value or not widget.running, args.timeout)
+    save_small(widget.native.grab(), args.out / "running.png")
     wait(lambda: not widget.running, args.timeout)
     print(f"run took {time.monotonic() - started:.0f} s: {widget._status.value}")
     sr = viewer.layers["chest_ct_5mm_SRx4"]
@@ -84,23 +104,22 @@ def main(argv: list[str] | None = None) -> int:
     viewer.layers.selection.active = sr
     viewer.reset_view()
     wait(lambda: True, 5)
-    viewer.screenshot(str(args.out / "widget.png"), canvas_only=False, flash=False)
+    save_small(viewer.screenshot(canvas_only=False, flash=False), args.out / "widget.png")
 
     grid.enabled = False
     viewer.dims.order = (0, 1, 2)
+    viewer.layers.selection.active = sr
     widget._show_3d.native.click()  # the output alone, attenuated MIP; then the input and reference beside it
     for layer in (thick, thin):
         layer.visible = True
         layer.rendering, layer.attenuation = sr.rendering, sr.attenuation
     grid.enabled, grid.shape, grid.stride = True, (1, 3), 1
-    viewer.window.resize(1900, 900)
+    viewer.window.resize(1600, 800)
     viewer.reset_view()
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
-    camera.angles = VIEW_3D_ANGLES
-    camera.zoom *= 0.8  # the oblique view is wider than the box reset_view fits
+    viewer.scene.camera.angles = VIEW_3D_ANGLES
+    viewer.fit_to_view(margin=0.08)  # the rotated boxes fit, as Show in 3D fits one
     wait(lambda: True, 5)
-    viewer.screenshot(str(args.out / "3d.png"), canvas_only=True, flash=False)
-    print(f"wrote {args.out / 'widget.png'} and {args.out / '3d.png'}")
+    save_small(viewer.screenshot(canvas_only=True, flash=False), args.out / "3d.png")
     viewer.close()
     return 0
 

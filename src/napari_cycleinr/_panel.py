@@ -21,6 +21,7 @@ from magicgui.widgets import (
     ProgressBar,
     PushButton,
 )
+from qtpy.QtCore import QEvent, QObject
 from superqt import QCollapsible
 
 from napari_cycleinr._runner import DEVICES, METHODS, PROFILES, SAME_AS_SPACING
@@ -38,6 +39,20 @@ ADVANCED_TITLE = "Advanced"
 ADAPT_MINUTES = (DEFAULT_ADAPT_MINUTES, *ADAPT_MINUTES_RANGE)
 """Default, minimum and maximum of the adaptation time budget (minutes)."""
 SMOOTHING_MAX = MAX_SMOOTHING
+
+
+class UndockWatcher(QObject):
+    """Calls back when the widget leaves its dock (napari's X, or remove_dock_widget, unparent it)."""
+
+    def __init__(self, native: Any, callback: Any) -> None:
+        super().__init__(native)
+        self._callback = callback
+        native.installEventFilter(self)
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
+            self._callback()
+        return False
 
 
 class Panel(Container):

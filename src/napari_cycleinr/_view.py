@@ -13,7 +13,7 @@ from typing import Any
 
 from napari.layers import Image
 
-from napari_cycleinr._layers import KEY
+from napari_cycleinr._layers import KEY, volume_to_layer_data, widen_contrast_range
 
 DIFFERENCE_ROLES = ("error", "consistency")
 VIEW_3D_ANGLES = (-70.0, 20.0, -10.0)
@@ -29,6 +29,30 @@ def display_of(layer: Image) -> dict[str, Any]:
     display = {name: getattr(layer, name) for name in KEPT_DISPLAY}
     display["contrast_limits"] = tuple(float(v) for v in layer.contrast_limits)
     return display
+
+
+def add_output(viewer: Any, output: Any, input_display: Mapping[str, Any], protect: Sequence[str]) -> Image:
+    """Add a run's output (`_runner.Output`) as a layer. One of the same name is replaced in place, keeping
+    how the user chose to look at it; a new result opens like its input, a difference layer hidden (see
+    place_outputs). `protect`: more files no writer may save this layer over (the run's reference)."""
+    layers = viewer.layers
+    old = layers[output.name] if output.name in layers else None
+    if old is not None:
+        display = display_of(old)
+    else:
+        display = dict(input_display) if output.role == "super_resolved" else {}
+    data, kwargs = volume_to_layer_data(
+        output.volume, name=output.name, role=output.role, protect=(*output.protect, *protect), **display
+    )
+    layer = Image(data, **kwargs, visible=output.role not in DIFFERENCE_ROLES)
+    if old is not None:
+        index = layers.index(old)
+        layers.remove(old)
+        layers.insert(index, layer)
+    else:
+        layers.append(layer)
+    widen_contrast_range(layer)
+    return layer
 
 
 def place_outputs(viewer: Any, added: Sequence[tuple[str, Image]]) -> None:

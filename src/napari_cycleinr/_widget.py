@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtCore import QTimer
 
 from napari_cycleinr._gpu import NO_GPU_FOR_CUDA, no_cuda_reason
 from napari_cycleinr._layers import (
@@ -27,14 +27,9 @@ from napari_cycleinr._layers import (
     layer_meta,
     layer_to_volume,
     protected_paths,
-    volume_to_layer_data,
-    widen_contrast_range,
 )
 from napari_cycleinr._panel import (  # noqa: F401 - names the tests and scripts use
-    ADAPT_MINUTES,
     CANCEL_TEXT,
-    DEFAULT_VALUES,
-    MODEL_DEFAULT,
     MODEL_FILE,
     MODEL_MIXED,
     RUN_TEXT,
@@ -42,6 +37,7 @@ from napari_cycleinr._panel import (  # noqa: F401 - names the tests and scripts
     SHOW_3D_TEXT,
     SMOOTHING_MAX,
     Panel,
+    UndockWatcher,
 )
 from napari_cycleinr._progress import ProgressView
 from napari_cycleinr._runner import (
@@ -58,9 +54,8 @@ from napari_cycleinr._runner import (
 )
 from napari_cycleinr._target_text import with_decimal_points
 from napari_cycleinr._view import (  # noqa: F401 - VIEW_3D_ANGLES: the screenshots script
-    DIFFERENCE_ROLES,
     VIEW_3D_ANGLES,
-    display_of,
+    add_output,
     layer_for_3d,
     orient_head_up,
     place_outputs,
@@ -82,20 +77,6 @@ PROBLEM_MARKERS = (CPU_FALLBACK_NOTICE, GPU_MEMORY_FALLBACK_NOTICE, "no error im
 
 def is_problem(notice: str) -> bool:
     return any(marker in notice for marker in PROBLEM_MARKERS)
-
-
-class _UndockWatcher(QObject):
-    """Calls back when the widget leaves its dock (napari's X, or remove_dock_widget, unparent it)."""
-
-    def __init__(self, native: Any, callback: Any) -> None:
-        super().__init__(native)
-        self._callback = callback
-        native.installEventFilter(self)
-
-    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
-        if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
-            self._callback()
-        return False
 
 
 class SuperResolutionWidget(Panel):
@@ -123,7 +104,7 @@ class SuperResolutionWidget(Panel):
         # Closing the dock or napari during a run: stop the job, and let the worker's last signals, which
         # may arrive after the Qt widgets are gone, find nothing to update.
         self.native.destroyed.connect(self._on_closed)
-        self._undock_watcher = _UndockWatcher(self.native, self._on_closed)
+        self._undock_watcher = UndockWatcher(self.native, self._on_closed)
 
         for widget in (self._input, self._values, self._target_kind):
             widget.changed.connect(self._update_grid)
@@ -145,11 +126,8 @@ class SuperResolutionWidget(Panel):
 
     # --- choices and small updates -------------------------------------------------------------------
 
-    def _images(self) -> list[Image]:
-        return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
-
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
-        return [(layer.name, layer) for layer in self._images()]
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
 
     def _reference_choices(self, _widget: Any = None) -> list[tuple[str, Image | None]]:
         return [("none", None), *self._image_choices()]
@@ -380,7 +358,10 @@ class SuperResolutionWidget(Panel):
         if self._closed or not self._pending:
             return
         output = self._pending.pop(0)
-        self._added.append((output.role, self._add_or_replace(output)))
+        layer = add_output(self._viewer, output, self._display, self._protect)
+        if output.role == "super_resolved":
+            self._last_output = layer
+        self._added.append((output.role, layer))
         if self._pending:
             QTimer.singleShot(ADD_PAUSE_MS, self._add_next)
             return
@@ -394,30 +375,6 @@ class SuperResolutionWidget(Panel):
         self._run.enabled = True
         self._lock(False)
         self._update_grid()
-
-    def _add_or_replace(self, output: Output) -> Image:
-        """Add the output as a layer; one of the same name is replaced in place, keeping how the user chose
-        to look at it (contrast, colormap, gamma, opacity, blending)."""
-        layers = self._viewer.layers
-        old = layers[output.name] if output.name in layers else None
-        if old is not None:
-            display = display_of(old)
-        else:
-            display = self._display if output.role == "super_resolved" else {}
-        data, kwargs = volume_to_layer_data(
-            output.volume, name=output.name, role=output.role, protect=(*output.protect, *self._protect), **display
-        )
-        layer = Image(data, **kwargs, visible=output.role not in DIFFERENCE_ROLES)  # see place_outputs
-        if old is not None:
-            index = layers.index(old)
-            layers.remove(old)
-            layers.insert(index, layer)
-        else:
-            layers.append(layer)
-        widen_contrast_range(layer)
-        if output.role == "super_resolved":
-            self._last_output = layer
-        return layer
 
     # --- viewing ----------------------------------------------------------------------------------------
 
