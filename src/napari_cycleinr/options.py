@@ -21,7 +21,6 @@ PROFILE_SOURCES = ("default", "user", "header", "estimate")
 """Where a request's slice profile came from: nobody said (the default), the user, the file's header, or an
 estimate from the image."""
 TARGET_KINDS = ("spacing", "factor")
-MODALITIES = ("CT", "MR")
 
 MAX_FACTOR = 16.0
 """Factors are in (1, MAX_FACTOR]: beyond that the model extrapolates far outside what it was trained on."""
