@@ -111,7 +111,7 @@ def test_a_bounded_ct_map_keeps_outputs_within_the_inputs_minimum_and_maximum():
     assert intensity_map(volume.data).floor is None  # unbounded unless asked (today's inference calls)
 
 
-@pytest.mark.xfail(strict=False, reason="needs #18 wiring: bounded map, output_finisher clamps to output_bounds")
+@pytest.mark.xfail(strict=False, reason="needs #18 wiring: bounded map; output_finisher clamps to output_bounds")
 def test_ct_output_of_the_fast_model_path_never_goes_below_the_inputs_minimum(tiny_model):
     volume = small(read_volume(CT_3MM))
     out = super_resolve(volume, factor=3, model=tiny_model, device="cpu")
