@@ -57,8 +57,9 @@ def test_precedence_user_then_record_then_image():
     assert slice_profile.find_profile(data, spacing, "CT", record, chosen="gaussian").source == "user"
     assert slice_profile.find_profile(data, spacing, "CT", record).kind == "average"
     estimated = slice_profile.find_profile(data, spacing, "CT", {})
-    assert estimated.source == "estimate" and 0.0 <= estimated.confidence <= 1.0
-    assert "estimated from the image (confidence" in estimated.describe()
+    assert estimated.source == "estimate" and 0.0 <= estimated.confidence <= slice_profile.IMAGE_CONFIDENCE
+    assert not estimated.confident  # an image estimate never picks a specialist's weights
+    assert "not known (the image suggests" in estimated.describe()
 
 
 def test_a_uniform_scan_cannot_be_told():

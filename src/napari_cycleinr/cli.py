@@ -129,7 +129,7 @@ def _volume_arguments(parser: argparse.ArgumentParser, what: str, or_folder: str
     target.add_argument("--factor", type=float, help="slices per input slice, e.g. 2.5")
     target.add_argument("--spacing", type=float, help="target slice spacing in mm, e.g. 1")
     parser.add_argument(
-        "--model", help="a .safetensors checkpoint, or bundled weights: default (those for --profile; the default), "
+        "--model", help="a .safetensors checkpoint, or bundled weights: default (those for the slice profile; the default), "
         "mixed (trained on every slice profile), average (contiguous slabs), gaussian or skip (thin slices with gaps)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -145,7 +145,19 @@ def _volume_arguments(parser: argparse.ArgumentParser, what: str, or_folder: str
         "--reference", metavar="THIN",
         help="a real thin-slice scan on the output grid: print PSNR, mean |error| and SNLI against it",
     )
-    parser.add_argument("-q", "--quiet", action="store_true")
+    parser.add_argument(
+        "--series", help="a DICOM folder holding several series: the one to read (its number, SeriesInstanceUID, "
+        "or key such as 5:echo=2, as the error message lists them)",
+    )
+    parser.add_argument(
+        "--format", choices=["nifti", "tiff", "dicom"],
+        help="dicom: write OUTPUT as a folder holding a new DICOM series of the input's study (default: from the "
+        "output's suffix)",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print no progress bar and no lines about what was written; "
+        "errors, --reference scores and a folder's closing summary still print",
+    )
 
 
 def _consistency_arguments(parser: argparse.ArgumentParser) -> None:
@@ -156,7 +168,9 @@ def _consistency_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile", choices=PROFILES,
         help="the scan's slice profile: it picks the bundled weights, and is used by --consistency and adapt "
-        "(default: average, a contiguous slab; skip: thin slices with gaps between them)",
+        "(average: a contiguous slab; skip: thin slices with gaps between them). Default: found from the scan, "
+        "its DICOM record (slice thickness against spacing), else an estimate from the image; when that is "
+        "not confident, the mixed-profile weights",
     )
     parser.add_argument(
         "--consistency-smoothing", type=float, default=0.0, metavar="PX",
@@ -176,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("upsample", help="super-resolve a volume along z")
     _volume_arguments(up, "a .nii, .nii.gz, .tif or .tiff volume, or a folder of them", "or folder")
-    up.add_argument("--method", default="cycleinr", choices=METHODS)
+    up.add_argument(
+        "--method", default="cycleinr", choices=METHODS, help="cycleinr (the model, the default), or trilinear or "
+        "tricubic interpolation onto the same output grid, as a baseline to compare with",
+    )
     up.add_argument("--overwrite", action="store_true", help="folders: redo outputs that already exist")
     _consistency_arguments(up)
     up.set_defaults(run=cmd_upsample)

@@ -37,14 +37,21 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _folder_of_scans(path: str) -> bool:
+    """A folder to process scan by scan, as opposed to one DICOM series (which is one scan)."""
+    from napari_cycleinr.io.dicom import looks_like_dicom
+
+    return Path(path).is_dir() and not looks_like_dicom(path)
+
+
 def cmd_upsample(args: argparse.Namespace) -> int:
-    if Path(args.input).is_dir():
+    if _folder_of_scans(args.input):
         return _upsample_folder(args)
     return _upsample_file(args, adapt=False)
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    if Path(args.input).is_dir():
+    if _folder_of_scans(args.input):
         raise CycleINRError("adapt works on one scan at a time (it learns from that scan); give a file")
     return _upsample_file(args, adapt=True)
 
@@ -56,34 +63,45 @@ def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
     from napari_cycleinr.io.atomic import check_destination
 
     source, target = Path(args.input), Path(args.output)
+    as_dicom = args.format == "dicom"
     if _same_file(source, target):
         raise CycleINRError(f"the output path is the input file {source}; choose another output path")
-    if not is_supported(target):
-        raise CycleINRError(f"cannot write {target.name}: use .nii, .nii.gz, .tif or .tiff")
+    if not as_dicom and not is_supported(target):
+        raise CycleINRError(f"cannot write {target.name}: use .nii, .nii.gz, .tif or .tiff, or --format dicom")
     inputs = [source] + ([Path(args.reference)] if args.reference else [])
-    check_destination(target, refuse=inputs)  # a bad output path fails now, not after the whole run
+    if not as_dicom:
+        check_destination(target, refuse=inputs)  # a bad output path fails now, not after the whole run
     saved_model = getattr(args, "save_model", None)
     if saved_model:
         if Path(saved_model).suffix.lower() != ".safetensors":
             raise CycleINRError(f"--save-model writes a .safetensors checkpoint; name it e.g. {Path(saved_model).stem}.safetensors")
         check_destination(Path(saved_model), refuse=[*inputs, target])
     request = _request(args, adapt)  # bad values fail before any work
-    volume = read_volume(source, axis=args.axis)
+    volume = read_volume(source, axis=args.axis, series=args.series)
+    if as_dicom:
+        from napari_cycleinr.io.dicom import check_series_destination
+
+        check_series_destination(volume, target, refuse=inputs)
     request = request.with_targets([_target(args, volume)])
     reference = _read_reference(args, request, volume) if args.reference else None  # before any work
     result = pipeline.run(request, volume, _Reporter(args, request), reference=reference)
     (done,) = result.outputs
-    write_volume(done.volume, target, refuse=inputs)
+    if as_dicom:
+        from napari_cycleinr.io.dicom import write_dicom_series
+
+        write_dicom_series(done.volume, target, refuse=inputs)
+    else:
+        write_volume(done.volume, target, refuse=inputs)
     if done.scores is not None:
         from napari_cycleinr.model.evaluate import scores_summary
 
         print(f"against {args.reference}: {scores_summary(done.scores)}")
     if not args.quiet:
-        print(_wrote_line(target, volume, done.volume, args.ensemble))
+        print(_wrote_line(target, volume, done.volume, args.ensemble, result.slice_profile))
     return 0
 
 
-def _wrote_line(target: Path, volume, result, ensemble: bool) -> str:
+def _wrote_line(target: Path, volume, result, ensemble: bool, profile=None) -> str:
     record = result.metadata["super_resolution"]
     z_in, z_out = volume.shape[0], result.shape[0]
     how = ([Path(record["model"]).name] if record.get("model") else []) + (["z ensemble"] if ensemble else [])
@@ -91,7 +109,7 @@ def _wrote_line(target: Path, volume, result, ensemble: bool) -> str:
     return (
         f"wrote {target}: {z_in} -> {z_out} slices, spacing {record['spacing_in_mm']:.4g} -> "
         f"{record['spacing_out_mm']:.4g} mm, {record['method']}{detail} on "
-        f"{record['device']} in {record['seconds']:.1f} s"
+        f"{record['device']} in {record['seconds']:.1f} s" + (f"; {profile.describe()}" if profile else "")
     )
 
 
@@ -179,6 +197,9 @@ def _upsample_folder(args: argparse.Namespace) -> int:
     _check_consistency_arguments(args)
     if args.reference:
         raise CycleINRError("--reference compares one output with one thin scan: give a file, not a folder")
+    if args.series or args.format == "dicom":
+        raise CycleINRError("--series and --format dicom work on one DICOM series: give its folder or one of its "
+                            "files, not a folder of scans")
 
     report = process_folder(
         args.input,

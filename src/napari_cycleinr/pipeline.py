@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from napari_cycleinr.errors import CycleINRError
+from napari_cycleinr.options import DEFAULT_PROFILE, MAX_THICKNESS
 from napari_cycleinr.request import Request, Target
 from napari_cycleinr.runtime.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.runtime.memory import out_of_memory
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
     from napari_cycleinr.model.adapt import AdaptReport
     from napari_cycleinr.model.consistency import ConsistencyReport
+    from napari_cycleinr.slice_profile import SliceProfile
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class Result:
     """The weights used (their file, "... adapted to this scan"); None for an interpolation."""
     model_info: dict = field(default_factory=dict)
     adaptation: AdaptReport | None = None
+    slice_profile: SliceProfile | None = None
+    """The scan's slice profile and where it came from (settle_profile); None when no step needs it."""
 
 
 @dataclass
@@ -82,6 +86,8 @@ class Engine:
     model: Any = None
     auto: bool = True
     """The device was chosen automatically: only then may an out-of-memory GPU be swapped for the CPU."""
+    weights_key: tuple = ()
+    """Which weights the model is (weights_key(request)), so a volume that needs others gets them."""
 
 
 def prepare(request: Request, progress: Progress | None = None) -> Engine:
@@ -90,13 +96,49 @@ def prepare(request: Request, progress: Progress | None = None) -> Engine:
 
     device = devices.resolve_device(request.device)
     _tell(progress, Step("device", device=str(device)))
-    engine = Engine(device, auto=request.device == "auto")
+    return _load_weights(request, Engine(device, auto=request.device == "auto"), progress)
+
+
+def weights_key(request: Request) -> tuple:
+    return (request.weights, request.slice_profile) if request.uses_model else ()
+
+
+def _load_weights(request: Request, engine: Engine, progress: Progress | None) -> Engine:
+    """The engine with the weights the request names, on the engine's device (a GPU given up stays so)."""
+    engine.weights_key = weights_key(request)
     if request.uses_model:
         from napari_cycleinr.model.checkpoint import load_model
 
-        _tell(progress, Step("load", device=str(device)))
-        engine.model = load_model(request.weights or None, device, profile=request.slice_profile)
+        _tell(progress, Step("load", device=str(engine.device)))
+        engine.model = load_model(request.weights or None, engine.device, profile=request.slice_profile)
     return engine
+
+
+def settle_profile(request: Request, volume: Volume) -> tuple[Request, SliceProfile | None]:
+    """The request with the scan's slice profile settled: the user's choice, else the scan's DICOM record,
+    else an estimate from the image (slice_profile.py). An estimate is never confident enough to act on: it
+    is reported, while the weights become the mixed-profile ones (never far from the best, where a wrong
+    specialist can fall below tricubic) and consistency and adaptation keep the default slab average
+    (docs/method.md, "Which weights: the slice profile, found")."""
+    from napari_cycleinr.slice_profile import SliceProfile, find_profile
+
+    if request.profile is not None and request.profile_source != "default":
+        return request, SliceProfile(request.profile, request.thickness, "user")
+    if not (request.uses_model or request.consistency or request.adapt is not None):
+        return request, None
+    from napari_cycleinr.intensity import guess_modality
+
+    modality = (request.modality or volume.metadata.get("modality") or guess_modality(volume.data)).upper()
+    found = find_profile(volume.data, volume.spacing, "CT" if modality == "CT" else "MR", volume.metadata)
+    if not found.confident:
+        changes: dict[str, Any] = {"profile": DEFAULT_PROFILE, "profile_source": "default"}
+        if request.weights is None and request.uses_model:
+            changes["weights"] = "mixed"
+        return replace(request, **changes), found
+    changes = {"profile": found.kind, "profile_source": found.source}
+    if found.kind != "skip" and 0 < found.thickness <= MAX_THICKNESS:
+        changes["thickness"] = found.thickness
+    return replace(request, **changes), found
 
 
 def run(
@@ -116,8 +158,12 @@ def run(
         raise CycleINRError("the request has no output grid: give a factor or a spacing")
     if out is not None and len(request.targets) > 1:
         raise CycleINRError("a preallocated output array holds one target's output")
-    engine = engine or prepare(request, progress)
-    result = Result(device=str(engine.device))
+    request, found = settle_profile(request, volume)
+    if engine is None:
+        engine = prepare(request, progress)
+    elif engine.weights_key != weights_key(request):  # a folder's scan that needs other weights
+        engine = _load_weights(request, replace(engine), progress)
+    result = Result(device=str(engine.device), slice_profile=found)
     raise_if_cancelled(cancel)
     current = engine  # the adapted weights serve this volume only; a GPU given up stays given up
     if request.adapt is not None:
@@ -125,6 +171,8 @@ def run(
     for index, target in enumerate(request.targets):
         _tell(progress, Step("target", target=index))
         sr = _super_resolve(request, volume, target, index, current, result, progress, cancel, out)
+        if found is not None:
+            sr.metadata["super_resolution"]["slice_profile"] = found.to_record()
         raise_if_cancelled(cancel)
         done = _finish_target(request, volume, reference, TargetResult(target, sr), index, progress, cancel)
         result.outputs.append(done)

@@ -140,8 +140,9 @@ class Request:
     """A .safetensors checkpoint or bundled weights' name ('mixed'); None: the bundled weights for the
     slice profile."""
     profile: str | None = DEFAULT_PROFILE
-    """The scan's slice profile (options.PROFILES); None: not known, estimated from the scan (until that
-    exists: DEFAULT_PROFILE). It picks the bundled weights and drives adaptation and data consistency."""
+    """The scan's slice profile (options.PROFILES). Unless the user gave it (profile_source 'user'),
+    pipeline.settle_profile finds it from the scan's record or image before any work. It picks the bundled
+    weights and drives adaptation and data consistency."""
     profile_source: str = "default"
     """Where the profile came from (options.PROFILE_SOURCES)."""
     thickness: float = 1.0
@@ -186,7 +187,7 @@ class Request:
 
     @property
     def slice_profile(self) -> str:
-        """The profile to use: the one given, or DEFAULT_PROFILE while estimation does not exist."""
+        """The profile to use: the one given or found, else DEFAULT_PROFILE (before pipeline.settle_profile)."""
         return self.profile or DEFAULT_PROFILE
 
     @property

@@ -10,9 +10,9 @@ profile. One scale-free statistic, the mean |second difference| over the mean |f
 sampled lines, orders the profiles (gaps > slab average > Gaussian: a wider profile leaves a smoother
 signal). The through-plane value is placed on the span between the Gaussian and the gaps simulations
 (`position`); anatomy is not isotropic, so the class boundaries on that span were calibrated on synthetic
-degradations of the training scans (scripts/calibrate_slice_profile.py), never the validation scans. A
-position close to a boundary means a low confidence, and the pipeline then takes the weights trained on
-every profile.
+degradations of the training scans (scripts/calibrate_slice_profile.py), never the validation scans. The
+estimate is shown, but it is never confident enough to act on (IMAGE_CONFIDENCE): the pipeline then takes the
+weights trained on every profile, and consistency and adaptation the default slab average.
 
 numpy and scipy only: the widget shows the finding before anything loads torch.
 """
@@ -40,9 +40,13 @@ GAPS_ABOVE = 0.88
 """Class boundaries on the estimate's position (0: the Gaussian simulation, 1: the gaps simulation), from
 scripts/calibrate_slice_profile.py on synthetic degradations of the training scans (medians 0.41, 0.80 and
 0.96 for Gaussian, slab average and gaps; docs/results/slice_profile_estimate.json)."""
+IMAGE_CONFIDENCE = 0.45
+"""The most an image estimate is trusted, below `confident`: the statistic orders the profiles within every
+scan, but where the scale sits moves with the anatomy (the bundled sample, a slab average, reads beyond the gaps
+boundary). A wrong specialist costs up to 3 dB and the mixed-profile weights a few tenths, so only a profile
+the user names or the DICOM record states picks a specialist."""
 MR_CONFIDENCE = 0.3
-"""The most an MR estimate is trusted: on MR the slab average reads close to gaps (held-out MEMPRAGE: 4 of 9
-right), so an MR scan without a DICOM record is a guess and gets the mixed-profile weights."""
+"""On MR the slab average reads close to gaps even where calibrated (held-out MEMPRAGE: 4 of 9 right)."""
 CONFIDENT_MARGIN = 0.08
 """A position closer than this to a boundary is a guess: the pipeline takes the mixed-profile weights."""
 
@@ -73,6 +77,9 @@ class SliceProfile:
         """One line for the CLI's summary, the widget and the output's metadata."""
         names = {"average": "slab average", "gaussian": "Gaussian", "skip": "gaps"}
         text = f"slice profile: {names[self.kind]}"
+        if self.source == "estimate" and not self.confident:
+            return (f"slice profile: not known (the image suggests {names[self.kind]}, confidence "
+                    f"{self.confidence:.2f}); the mixed-profile weights")
         if self.source == "estimate":
             text += f", estimated from the image (confidence {self.confidence:.2f})"
         elif self.source == "header":
@@ -212,7 +219,7 @@ def estimate(data: np.ndarray, spacing: tuple[float, float, float], modality: st
     else:
         kind, thickness = "average", 1.0
     margin = min(abs(position - GAUSSIAN_BELOW), abs(position - GAPS_ABOVE))
-    confidence = min(1.0 if modality == "CT" else MR_CONFIDENCE, 0.5 * margin / CONFIDENT_MARGIN)
+    confidence = min(IMAGE_CONFIDENCE if modality == "CT" else MR_CONFIDENCE, 0.5 * margin / CONFIDENT_MARGIN)
     return SliceProfile(kind, thickness, "estimate", confidence, f"position {position:.2f}")
 
 

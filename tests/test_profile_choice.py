@@ -1,0 +1,82 @@
+"""The pipeline settles the slice profile before any work: the user's, the DICOM record's, or the image's
+estimate reported while the mixed-profile weights answer (pipeline.settle_profile)."""
+
+import numpy as np
+import pytest
+
+from napari_cycleinr import pipeline
+from napari_cycleinr.cli import main
+from napari_cycleinr.io import read_volume
+from napari_cycleinr.request import Request, target
+from tests.conftest import CT_3MM, DATA
+
+PHILIPS = DATA / "dicom" / "ct_philips_2slices"
+
+
+def test_the_user_choice_wins():
+    volume = read_volume(CT_3MM)
+    request, found = pipeline.settle_profile(Request(profile="skip", profile_source="user"), volume)
+    assert (request.profile, request.weights, found.source) == ("skip", None, "user")
+
+
+def test_a_dicom_record_picks_the_specialist():
+    volume = read_volume(PHILIPS)  # SliceThickness 1 mm, 1 mm between slice centres: contiguous slabs
+    assert volume.metadata["slice_thickness_mm"] == pytest.approx(1.0)
+    request, found = pipeline.settle_profile(Request(profile=None), volume)
+    assert (found.kind, found.source, request.profile, request.profile_source) == ("average", "header", "average", "header")
+    assert request.weights is None  # the bundled weights for the profile
+
+
+@pytest.mark.parametrize(("thickness", "kind"), [(0.3, "skip"), (2.0, "gaussian")])
+def test_gaps_and_overlaps_from_the_record(thickness, kind):
+    volume = read_volume(PHILIPS)
+    volume.metadata["slice_thickness_mm"] = thickness
+    request, found = pipeline.settle_profile(Request(profile=None, consistency=True), volume)
+    assert request.profile == kind and found.describe().endswith("from DICOM")
+
+
+def test_without_a_record_the_estimate_is_told_and_the_mixed_weights_answer():
+    volume = read_volume(CT_3MM)
+    request, found = pipeline.settle_profile(Request(profile=None, consistency=True), volume)
+    assert found.source == "estimate" and not found.confident
+    assert request.weights == "mixed" and request.profile == "average"  # consistency keeps the default
+    assert "not known (the image suggests" in found.describe()
+
+
+def test_an_interpolation_needs_no_profile():
+    volume = read_volume(CT_3MM)
+    assert pipeline.settle_profile(Request(method="tricubic", profile=None), volume) == (
+        Request(method="tricubic", profile=None), None)
+
+
+def test_the_cli_line_and_the_output_record_say_it(tmp_path, capsys):
+    output = tmp_path / "out.nii.gz"
+    assert main(["upsample", str(PHILIPS), "-o", str(output), "--factor", "2", "-q"]) == 0
+    assert main(["upsample", str(PHILIPS), "-o", str(tmp_path / "again.nii.gz"), "--factor", "2"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "(average.safetensors)" in line and line.endswith("slice profile: slab average, thickness 1 mm / spacing 1 mm, from DICOM")
+    volume = read_volume(CT_3MM)
+    result = pipeline.run(Request(profile=None).with_targets([target(30, 3.0, "factor", 2.0)]), volume)
+    record = result.outputs[0].volume.metadata["super_resolution"]
+    assert record["slice_profile"]["source"] == "estimate" and record["model"].endswith("mixed.safetensors")
+    assert np.isfinite(result.outputs[0].volume.data).all()
+
+
+def test_a_dicom_series_in_and_a_new_series_out(tmp_path):
+    """upsample SERIES_DIR -o OUT_DIR --format dicom: a new derived series with the output's exact geometry."""
+    out = tmp_path / "sr_series"
+    assert main(["upsample", str(PHILIPS), "-o", str(out), "--factor", "2", "--format", "dicom", "-q"]) == 0
+    source, written = read_volume(PHILIPS), read_volume(out)
+    assert written.shape == (4, *source.shape[1:])
+    assert written.metadata["dicom"]["SeriesInstanceUID"] != source.metadata["dicom"]["SeriesInstanceUID"]
+    expected = pipeline.run(Request(profile=None, method="tricubic").with_targets([target(2, 1.0, "factor", 2.0)]), source)
+    assert np.allclose(written.affine, expected.outputs[0].volume.affine, atol=0.01)
+
+
+def test_dicom_options_are_refused_for_a_folder_of_scans(tmp_path, capsys):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    (folder / "a.nii.gz").write_bytes(CT_3MM.read_bytes())
+    assert main(["upsample", str(folder), "-o", str(tmp_path / "out"), "--factor", "2", "--format", "dicom"]) == 2
+    assert "one DICOM series" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
