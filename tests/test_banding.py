@@ -47,3 +47,19 @@ def test_undefined_without_pairs_inside_a_slab():
     thin, _ = thin_and_thick(4)
     assert np.isnan(banding(thin, 1.0))
     assert np.isnan(banding(np.full_like(thin, -1000.0), 4))  # no body
+
+
+def test_evaluate_and_reference_scores_report_banding_beside_snli():
+    from napari_cycleinr.model.evaluate import evaluate_volume, format_table, reference_scores, scores_summary
+
+    volume = read_volume(LIDC)
+    result = evaluate_volume(volume, 4.0, "average", {}, ["tricubic"])
+    assert result["reference_banding"] == pytest.approx(1.0, abs=0.1)
+    assert 0.9 < result["methods"]["tricubic"]["banding"] < 1.3
+    assert "banding" in format_table([result]).splitlines()[0]
+    thin, thick = thin_and_thick(4)
+    staircase = np.repeat(thick, 4, axis=0) + np.random.default_rng(0).normal(0, 2, (len(thin), *thin.shape[1:]))
+    scores = reference_scores(thin, staircase, "CT", factor=4.0)
+    assert scores["banding_output"] > 5 and scores["banding_reference"] == pytest.approx(1.0, abs=0.1)
+    assert "; banding " in scores_summary(scores)
+    assert "banding_output" not in reference_scores(thin, staircase, "CT")  # no factor, no banding

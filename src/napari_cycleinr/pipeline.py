@@ -289,7 +289,7 @@ def _finish_target(
 
         _tell(progress, Step("compare", target=index))
         modality = sr.metadata["super_resolution"].get("modality")
-        done.scores = reference_scores(reference.data, sr.data, modality)
+        done.scores = reference_scores(reference.data, sr.data, modality, factor=done.target.factor)
         _tell(progress, Step("scored", target=index, detail=done))
     if request.residual_image:
         from napari_cycleinr.model.degrade import degrade

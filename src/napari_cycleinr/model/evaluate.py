@@ -17,7 +17,7 @@ from napari_cycleinr.intensity import guess_modality, intensity_map
 from napari_cycleinr.model.consistency import project
 from napari_cycleinr.model.degrade import degradation_matrix, degrade
 from napari_cycleinr.model.infer import predict
-from napari_cycleinr.model.metrics import CT_WINDOW, error_summary, psnr, snli, ssim
+from napari_cycleinr.model.metrics import CT_WINDOW, banding, error_summary, psnr, snli, ssim
 from napari_cycleinr.volume import Volume
 
 BASELINES = ("trilinear", "tricubic")
@@ -74,6 +74,7 @@ def evaluate_volume(
         "modality": intensities.modality,
         "window": list(window),
         "reference_snli": snli(reference, intensities.modality),
+        "reference_banding": _finite(banding(reference, factor, intensities.modality)),
         "methods": {},
     }
     outputs = {}
@@ -85,6 +86,7 @@ def evaluate_volume(
                 "psnr": psnr(reference, output, window),
                 "ssim": ssim(reference, output, window),
                 "snli": snli(output, intensities.modality),
+                "banding": _finite(banding(output, factor, intensities.modality)),
                 "seconds": round(seconds, 3),
             }
             if keep_outputs:
@@ -131,17 +133,26 @@ def _method_rows(
     return rows
 
 
-def reference_scores(reference: np.ndarray, output: np.ndarray, modality: str | None = None) -> dict[str, Any]:
+def _finite(value: float) -> float | None:
+    """None, not NaN: scores are written as JSON and metadata."""
+    return value if math.isfinite(value) else None
+
+
+def reference_scores(
+    reference: np.ndarray, output: np.ndarray, modality: str | None = None, factor: float | None = None
+) -> dict[str, Any]:
     """A super-resolved volume against a real thin scan on its grid (the widget's error layer, `upsample
     --reference`): PSNR and mean absolute error in the window the report uses (CT: the full HU range; MR:
-    the reference's 0.5-99.5 percentiles), and the SNLI of both volumes."""
+    the reference's 0.5-99.5 percentiles), the SNLI of both volumes and, given the factor, their banding at
+    the acquired slab period."""
     modality = modality or guess_modality(np.asarray(reference))  # as intensity_map guesses it
     window = metric_window(reference, modality)
     scores: dict[str, Any] = {"modality": modality, "window": [float(window[0]), float(window[1])]}
     scores.update(error_summary(reference, output, window))
-    for name, volume in (("snli_output", output), ("snli_reference", reference)):
-        value = snli(volume, modality)
-        scores[name] = value if math.isfinite(value) else None  # None, not NaN: metadata is written as JSON
+    for name, volume in (("output", output), ("reference", reference)):
+        scores[f"snli_{name}"] = _finite(snli(volume, modality))
+        if factor is not None:
+            scores[f"banding_{name}"] = _finite(banding(volume, factor, modality))
     return scores
 
 
@@ -152,19 +163,31 @@ def scores_summary(scores: dict[str, Any]) -> str:
     def level(value: float | None) -> str:
         return "n/a (too little body)" if value is None else f"{value:.3f}"
 
-    return (
+    line = (
         f"PSNR {scores['psnr']:.2f} dB, mean |error| {scores['mean_abs_error']:.1f}{unit} (window {low:g} to "
         f"{high:g}{unit}); SNLI {level(scores['snli_output'])}, reference {level(scores['snli_reference'])}"
     )
+    if "banding_output" in scores:
+        banded = "n/a (factor below 2 or too little body)"
+        if scores["banding_output"] is not None and scores["banding_reference"] is not None:
+            banded = f"{scores['banding_output']:.2f}, reference {scores['banding_reference']:.2f}"
+        line += f"; banding {banded}"
+    return line
+
+
+def _shown(value: float | None) -> str:
+    return f"{'n/a':>8}" if value is None else f"{value:>8.3f}"
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    lines = [f"{'reference':<34} {'x':>5} {'degradation':<9} {'method':<16} {'PSNR dB':>8} {'SSIM':>7} {'SNLI':>7} {'s':>7}"]
+    lines = [f"{'reference':<34} {'x':>5} {'degradation':<9} {'method':<16} {'PSNR dB':>8} {'SSIM':>7} {'SNLI':>7} {'s':>7} {'banding':>8}"]
     for r in results:
         name = Path(r["reference"]).name[:34]
-        lines.append(f"{name:<34} {r['factor']:>5g} {r['degradation']:<9} {'(reference)':<16} {'':>8} {'':>7} {r['reference_snli']:>7.3f}")
+        lines.append(f"{name:<34} {r['factor']:>5g} {r['degradation']:<9} {'(reference)':<16} {'':>8} {'':>7} "
+                     f"{r['reference_snli']:>7.3f} {'':>7} {_shown(r.get('reference_banding'))}")
         for method, m in r["methods"].items():
             lines.append(
-                f"{name:<34} {r['factor']:>5g} {r['degradation']:<9} {method:<16} {m['psnr']:>8.2f} {m['ssim']:>7.4f} {m['snli']:>7.3f} {m['seconds']:>7.2f}"
+                f"{name:<34} {r['factor']:>5g} {r['degradation']:<9} {method:<16} {m['psnr']:>8.2f} {m['ssim']:>7.4f} "
+                f"{m['snli']:>7.3f} {m['seconds']:>7.2f} {_shown(m.get('banding'))}"
             )
     return "\n".join(lines)
