@@ -89,7 +89,6 @@ def test_one_corrupt_voxel_does_not_destroy_an_mr(tmp_path, tiny_model):
         assert far.max() < 1e-3 * float(clean.data.max()), method  # slices away from it are untouched
 
 
-@pytest.mark.xfail(strict=False, reason="needs #18 wiring: intensity_map(..., bounded=True) in super_resolve")
 def test_ct_output_of_super_resolve_never_goes_below_the_inputs_minimum():
     volume = small(read_volume(CT_3MM))
     low, high = int(volume.data.min()), int(volume.data.max())
@@ -111,7 +110,6 @@ def test_a_bounded_ct_map_keeps_outputs_within_the_inputs_minimum_and_maximum():
     assert intensity_map(volume.data).floor is None  # unbounded unless asked (today's inference calls)
 
 
-@pytest.mark.xfail(strict=False, reason="needs #18 wiring: bounded map; output_finisher clamps to output_bounds")
 def test_ct_output_of_the_fast_model_path_never_goes_below_the_inputs_minimum(tiny_model):
     volume = small(read_volume(CT_3MM))
     out = super_resolve(volume, factor=3, model=tiny_model, device="cpu")

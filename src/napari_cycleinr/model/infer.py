@@ -199,7 +199,7 @@ def super_resolve(
     grid = grid_for(volume.shape[0], volume.spacing[0], grid, factor, spacing)
     torch_device = resolve_device(device)
     model = _placed_model(model, torch_device) if method == "cycleinr" else model
-    intensities = intensity_map(volume.data, modality)
+    intensities = intensity_map(volume.data, modality, bounded=True)  # never below the input's minimum
     options = options or InferenceOptions.for_device(torch_device)
     fast = method == "cycleinr" and uses_fast_path(model, options)
     # the fast path reads the input a slab at a time, so it is normalised on demand rather than copied whole
@@ -221,6 +221,7 @@ def super_resolve(
         write_block(out, (block.out_slices, block.rows, block.cols), block.values, intensities, how)
         _report(progress, done, total, cancel)
     record = _record(method, grid, intensities.modality, torch_device, time.perf_counter() - started)
+    record["clipped"] = intensities.clip_report()  # voxel counts; {} when nothing was clipped
     if ensemble:
         record["ensemble"] = "z mirror, 2 passes"
     if threads:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from napari_cycleinr.errors import CycleINRError
-from napari_cycleinr.intensity import IntensityMap, cast_like
+from napari_cycleinr.intensity import IntensityMap, cast_like, output_bounds
 from napari_cycleinr.runtime.devices import Finish
 
 
@@ -28,8 +28,9 @@ class Normalised:
 
 
 def output_finisher(intensities: IntensityMap, dtype: np.dtype) -> Finish | None:
-    """Denormalise, round and clip in torch, on the device, exactly as cast_like does in numpy; None for
-    output types torch cannot hold."""
+    """Denormalise, clamp and round in torch, on the device, exactly as denormalise + cast_like do in numpy
+    (within the map's [floor, ceiling] and what the type holds, NaN as the floor; clamped voxels counted in
+    the map's clip report); None for output types torch cannot hold."""
     dtype = np.dtype(dtype)
     torch_types = {
         np.dtype(np.int8): torch.int8,
@@ -42,12 +43,18 @@ def output_finisher(intensities: IntensityMap, dtype: np.dtype) -> Finish | None
     if dtype not in torch_types:
         return None
     scale, offset = float(np.float32(intensities.high - intensities.low)), float(np.float32(intensities.low))
-    bounds = (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)) if dtype.kind in "iu" else None
+    low, high = output_bounds(intensities, dtype)
+    floor, ceiling = intensities.output_range
+    counts = intensities.counts
 
     def finish(values: torch.Tensor) -> torch.Tensor:
         out = values.float() * scale + offset
-        if bounds is not None:
-            out = out.round_().clamp_(*bounds)
+        outside = int((~((out >= floor) & (out <= ceiling))).sum())  # as denormalise counts (NaN too)
+        if outside:
+            counts["output_clamped"] = counts.get("output_clamped", 0) + outside
+        out.nan_to_num_(nan=low).clamp_(low, high)
+        if dtype.kind in "iu":
+            out.round_()
         return out.to(torch_types[dtype])
 
     return finish
