@@ -284,7 +284,8 @@ def test_bundled_default_model_runs(viewer_and_widget, qtbot, notes):
     widget._values.value = "2.5"
     run(widget, qtbot)
     record = viewer.layers["small_SRx2"].metadata[KEY]["volume_metadata"]["super_resolution"]
-    assert record["model"].endswith("average.safetensors")  # the weights for the default profile
+    # the profile found from the scan: no DICOM record and no sure estimate, so the mixed-profile weights
+    assert record["model"].endswith("mixed.safetensors") and record["slice_profile"]["source"] == "estimate"
     assert record["parameters"]["model"] == "bundled default" and record["parameters"]["profile"] == "average"
 
     assert not widget._profile.native.isHidden()  # it picks the bundled weights

@@ -19,7 +19,8 @@ from tests.test_widget import (  # noqa: F401 - fixtures
     viewer_and_widget,
 )
 
-BASICS = ["input", "target", "value(s)", "output", RUN_TEXT, "progress", "status", "Show in 3D"]
+BASICS = ["input", "target", "value(s)", "output", "", RUN_TEXT, "progress", "status", "Show in 3D"]
+"""The unlabelled line under the output: the slice profile the run takes."""
 
 
 def shown_names(widget) -> list[str]:

@@ -2,8 +2,9 @@
 
 A radiologist needs four things to run the model: the input layer, the target, Run and the progress; then
 "Show in 3D". Everything else (method, weights, slice profile, device, reference, extra layers, adaptation,
-ensemble, exact consistency) has defaults that need no touching, so it sits in a collapsed group. The
-behaviour lives in `_widget.SuperResolutionWidget`, which subclasses this panel.
+ensemble, exact consistency) has defaults that need no touching, so it sits in a collapsed group; the slice
+profile the run will take, and why, is one line under the target (`_profile_label`). The behaviour lives in
+`_widget.SuperResolutionWidget`, which subclasses this panel.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from magicgui.widgets import (
 from qtpy.QtCore import QEvent, QObject
 from superqt import QCollapsible
 
-from napari_cycleinr._runner import DEVICES, METHODS, PROFILES, SAME_AS_SPACING
+from napari_cycleinr._profile_label import PROFILE_CHOICES
+from napari_cycleinr._runner import DEVICES, METHODS, SAME_AS_SPACING
 from napari_cycleinr._target_text import VALUES_HELP
 from napari_cycleinr.options import ADAPT_MINUTES as DEFAULT_ADAPT_MINUTES
 from napari_cycleinr.options import ADAPT_MINUTES_RANGE, MAX_SMOOTHING
@@ -68,6 +70,7 @@ class Panel(Container):
                 self._target_kind,
                 self._values,
                 self._grid,
+                self._profile_found,
                 self._run,
                 self._progress,
                 self._status,
@@ -99,7 +102,7 @@ class Panel(Container):
         self._collapsible.addWidget(self._advanced.native)
         self._collapsible.collapse(animate=False)
         self.native.layout().addWidget(self._collapsible)
-        for label in (self._grid, self._device_used, self._status):
+        for label in (self._grid, self._profile_found, self._device_used, self._status):
             label.native.setWordWrap(True)
         self._target_kind.changed.connect(self._on_target_kind)
         self._method.changed.connect(self._on_method)
@@ -115,6 +118,8 @@ class Panel(Container):
         )
         self._values = LineEdit(label="value(s)", value=DEFAULT_VALUES["spacing"], tooltip=VALUES_HELP)
         self._grid = Label(label="output", value="")
+        self._profile_found = Label(label="", value="", tooltip="the slice profile the run takes, and why "
+                                    "(change it under Advanced, slice profile)")
         self._run = PushButton(text=RUN_TEXT)
         self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self._status = Label(label="status", value="")
@@ -134,10 +139,12 @@ class Panel(Container):
         self._checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.safetensors", visible=False)
         self._profile = ComboBox(
             label="slice profile",
-            choices=PROFILES,
-            value="average",
-            tooltip="how the scanner made a slice from the tissue: average (contiguous slab, most CT and 2D "
-            "MRI), gaussian (a smooth slice profile), skip (thin slices with gaps between them). It picks the "
+            choices=PROFILE_CHOICES,
+            value=None,
+            tooltip="how the scanner made a slice from the tissue. Found from the scan: the DICOM record "
+            "(slice thickness against spacing) picks the weights for it; without one (NIfTI, TIFF) the "
+            "weights trained on every profile. Or say it: average (contiguous slab, most CT and 2D MRI), "
+            "gaussian (a smooth slice profile), skip (thin slices with gaps between them). It picks the "
             "bundled weights, and sets adaptation and exact consistency",
         )
         self._thickness = FloatSpinBox(

@@ -13,12 +13,14 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from napari_cycleinr._outputs import Output, outputs_of, reference_mismatch
 from napari_cycleinr.errors import Cancelled, CycleINRError
-from napari_cycleinr.options import ADAPT_MINUTES, DEVICES, METHODS, PROFILES, TARGET_KINDS, thickness_over_spacing
+from napari_cycleinr.options import (
+    ADAPT_MINUTES, DEFAULT_PROFILE, DEVICES, METHODS, PROFILES, TARGET_KINDS, thickness_over_spacing,
+)
 from napari_cycleinr.request import ADAPT_NEEDS_CYCLEINR, AdaptSettings, Request, Target, parse_values, plan_targets
 from napari_cycleinr.runtime.memory import out_of_memory
 from napari_cycleinr.volume import Volume
@@ -69,9 +71,10 @@ class Job:
     """Correct each output so that, degraded back onto the acquired slices, it reproduces the input."""
     consistency_smoothing: float = 0.0
     """Correct only the residual's in-plane low frequencies (Gaussian sigma, pixels); 0: all of it."""
-    profile: str = "average"
+    profile: str | None = "average"
     """Slice profile of the scan (average, gaussian, skip): picks the bundled weights; used by adaptation and
-    exact consistency."""
+    exact consistency. None: found from the scan by the pipeline (the DICOM record, else the mixed-profile
+    weights and the slab average; pipeline.settle_profile)."""
     thickness: float = 1.0
     """Slice thickness over slice spacing of the scan (1: contiguous slices)."""
 
@@ -87,8 +90,9 @@ def job_request(job: Job) -> Request:
         minutes = job.adapt_minutes if job.adapt_minutes is not None else ADAPT_MINUTES
         adapt = AdaptSettings(minutes=minutes, steps=job.adapt_steps)
     return Request(
-        targets=tuple(job.targets), method=job.method, weights=job.checkpoint or None, profile=job.profile,
-        profile_source="user", thickness=job.thickness, adapt=adapt, ensemble=job.ensemble,
+        targets=tuple(job.targets), method=job.method, weights=job.checkpoint or None,
+        profile=job.profile or DEFAULT_PROFILE, profile_source="default" if job.profile is None else "user",
+        thickness=job.thickness, adapt=adapt, ensemble=job.ensemble,
         consistency=job.exact_consistency, consistency_smoothing=job.consistency_smoothing,
         residual_image=job.consistency, reference=job.reference_name if job.reference is not None else None,
         device=job.device,
@@ -149,11 +153,21 @@ def _execute(
 
     request = job_request(job)  # bad values fail before any work
     result = pipeline.run(request, job.volume, _Reporter(job, report, outcome), cancelled, reference=job.reference)
-    outcome.outputs.extend(outputs_of(job, result))
+    outcome.outputs.extend(outputs_of(_as_run(job, result.slice_profile), result))
+    if result.slice_profile is not None:
+        outcome.notices.append(result.slice_profile.describe())
     if job.reference is not None and not any(done.scores is not None for done in result.outputs):
         outcome.notices.append(reference_mismatch(job))
     total = job_total(job)
     report(Update(total, total, "done"))
+
+
+def _as_run(job: Job, found: Any) -> Job:
+    """The job with the profile the pipeline settled on (a recorded or chosen one; for an estimate, which is
+    never acted on, the default slab average), for the outputs' record."""
+    if job.profile is not None or found is None:
+        return job
+    return replace(job, profile=found.kind if found.confident else DEFAULT_PROFILE)
 
 
 class _Reporter:

@@ -22,12 +22,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
 from napari_cycleinr._gpu import NO_GPU_FOR_CUDA, no_cuda_reason
-from napari_cycleinr._layers import (
-    layer_geometry,
-    layer_meta,
-    layer_to_volume,
-    protected_paths,
-)
+from napari_cycleinr._layers import layer_geometry, layer_meta, layer_to_volume, protected_paths
 from napari_cycleinr._panel import (  # noqa: F401 - names the tests and scripts use
     CANCEL_TEXT,
     MODEL_FILE,
@@ -39,6 +34,7 @@ from napari_cycleinr._panel import (  # noqa: F401 - names the tests and scripts
     Panel,
     UndockWatcher,
 )
+from napari_cycleinr._profile_label import ProfileLabel
 from napari_cycleinr._progress import ProgressView
 from napari_cycleinr._runner import (
     CPU_FALLBACK_NOTICE,
@@ -54,12 +50,7 @@ from napari_cycleinr._runner import (
 )
 from napari_cycleinr._target_text import with_decimal_points
 from napari_cycleinr._view import (  # noqa: F401 - VIEW_3D_ANGLES: the screenshots script
-    VIEW_3D_ANGLES,
-    add_output,
-    layer_for_3d,
-    orient_head_up,
-    place_outputs,
-    restore_visibility,
+    VIEW_3D_ANGLES, add_output, layer_for_3d, orient_head_up, place_outputs, restore_visibility,
     show_alone_in_3d,
 )
 from napari_cycleinr.errors import CycleINRError
@@ -98,6 +89,7 @@ class SuperResolutionWidget(Panel):
         self._pending: list[Output] = []  # outputs of the finished job still to add, one per event-loop turn
         self._added: list[tuple[str, Image]] = []
         self._progress_view = ProgressView(self._progress, self._status, parent=self.native)
+        self._profile_label = ProfileLabel(self._profile_found)
         self._input.choices = self._image_choices
         self._reference.choices = self._reference_choices
         self._reference.value = None
@@ -122,6 +114,7 @@ class SuperResolutionWidget(Panel):
         for emitter, callback in self._connections:
             emitter.connect(callback)
         self._update_grid()
+        self._profile_label.follow(self._input, self._profile)
         self._orient()
 
     # --- choices and small updates -------------------------------------------------------------------
@@ -296,6 +289,7 @@ class SuperResolutionWidget(Panel):
         if self._closed:
             return
         self._closed = True
+        self._profile_label.close()
         self._cancel.set()
         self._progress_view.stop()
         for emitter, callback in self._connections:
