@@ -6,9 +6,9 @@ Two promises are checked per subcommand, separately:
   asked for (every input, reference and model is hashed with its mtime before and after);
 - one line: the exit code is 0 or 2, stderr has at most a few lines and never a traceback.
 
-The second needs the CLI to call boundary.run_guarded and one_line_parser_errors (issue #18 wiring); until
-then those tests are expected to fail (xfail, not strict) and list what they found. Runs are in-process, small
-(a 6-slice scan, trilinear/tricubic or the tiny budget of train/adapt) and derandomised.
+The second holds because cli.main runs each command in boundary.run_guarded behind one_line_parser_errors,
+and every command hands its inputs to the output guard. Runs are in-process, small (a 6-slice scan,
+trilinear/tricubic or the tiny budget of train/adapt) and derandomised.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from napari_cycleinr import cli
 from napari_cycleinr.io import read_volume, write_volume
 from tests.conftest import CT_3MM, CT_HEAD
 
-NEEDS_WIRING = pytest.mark.xfail(strict=False, reason="needs #18 CLI wiring (run_guarded, guard, parser errors)")
 MAX_STDERR_LINES = 3
 SETTINGS = settings(
     max_examples=25,
@@ -259,10 +258,7 @@ def test_nothing_is_lost_whatever_the_arguments(command, originals, tmp_path):
     fuzz(command, check_nothing_lost, originals, tmp_path)
 
 
-@pytest.mark.parametrize(
-    "command",
-    [pytest.param(c, marks=NEEDS_WIRING) for c in ("upsample", "adapt", "train")] + ["evaluate", "benchmark"],
-)
+@pytest.mark.parametrize("command", list(STRATEGIES))
 def test_one_line_and_exit_0_or_2_whatever_the_arguments(command, originals, tmp_path):
     fuzz(command, check_one_line, originals, tmp_path)
 
@@ -279,7 +275,6 @@ ISSUE_CASES = {
     "upsample a symlink loop": ["upsample", "loop.nii.gz", "-o", "out/new.nii.gz", "--factor", "2"],
     "upsample into a symlink loop": ["upsample", "scan.nii.gz", "-o", "loop.nii.gz", "--factor", "2"],
 }  # fmt: skip
-@NEEDS_WIRING  # each fails today: the commands do not pass their inputs to the guard, nor run in the boundary
 @pytest.mark.parametrize("case", list(ISSUE_CASES))
 def test_the_issues_own_examples_as_real_processes(case, originals, tmp_path):
     """The `cycleinr` executable in a subprocess: exit 2, one line, the workspace unchanged."""

@@ -102,8 +102,9 @@ def _error_output(job: Job, sr: Volume, protect_input: tuple[str, ...]) -> Outpu
     if reference_source:
         metadata["error_image"]["reference_path"] = str(reference_source)
     _described(metadata, "napari-cycleinr error (output - reference)")
-    protect = protect_input + ((str(reference_source),) if reference_source else ())
-    return Output(f"{job.input_name}_error", "error", sr.replace(data=error, metadata=metadata), protect)
+    # the reference is protected by sr's metadata["reference_path"] (pipeline.py, _layers.protected_paths)
+    error_volume = sr.replace(data=error, metadata=metadata)
+    return Output(f"{job.input_name}_error", "error", error_volume, protect_input)
 
 
 def _consistency_output(

@@ -10,10 +10,12 @@ otherwise) keeps spacing and origin. DICOM writes a new derived series of the la
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from napari_cycleinr._layers import layer_to_volume, protected_paths
 from napari_cycleinr.errors import CycleINRError
@@ -26,18 +28,39 @@ FOLDER_SUFFIX = ".nii.gz"
 """What each layer becomes when several layers are saved to a folder."""
 
 FullLayerData = tuple[Any, dict[str, Any], str]
+Writer = TypeVar("Writer", bound=Callable[..., list[str]])
 
 
+def _reason_shown(writer: Writer) -> Writer:
+    """napari's Save dialog says only that the save failed: show the guard's reason (why nothing was
+    written, what to choose instead) as an error notification first, then re-raise for napari."""
+
+    @functools.wraps(writer)
+    def write(*args: Any, **kwargs: Any) -> list[str]:
+        try:
+            return writer(*args, **kwargs)
+        except CycleINRError as error:
+            from napari.utils.notifications import show_error
+
+            show_error(f"nothing was saved: {error}")
+            raise
+
+    return write  # type: ignore[return-value]
+
+
+@_reason_shown
 def write_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer as NIfTI; returns the path written."""
     return [_write_layer(path, data, meta, NIFTI_SUFFIXES)]
 
 
+@_reason_shown
 def write_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer as a TIFF stack with its spacing (and origin); returns the path written."""
     return [_write_layer(path, data, meta, TIFF_SUFFIXES)]
 
 
+@_reason_shown
 def write_dicom(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer as a new DICOM series in the folder `path`; returns the folder written.
 
@@ -59,6 +82,7 @@ def write_dicom(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     return [str(folder)]
 
 
+@_reason_shown
 def write_layers_to_folder(path: str, layer_data: list[FullLayerData]) -> list[str]:
     """Write several image layers into the folder `path` (made if needed), one `<layer name>.nii.gz` each.
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from napari_cycleinr.errors import Cancelled, CycleINRError
+from napari_cycleinr.runtime.memory import out_of_memory
 
 PROGRAM = "cycleinr"
 DEBUG_VARIABLE = "CYCLEINR_DEBUG"
@@ -57,15 +58,18 @@ def run_guarded(
     command: str = "",
     debug: bool | None = None,
     stderr: TextIO | None = None,
+    warnings_as_lines: bool = True,
 ) -> int:
     """Run `run()` and return its exit code, or the table's code after one line on `stderr`.
 
     `command` names the subcommand in the line a bug produces. Warnings print as one line each
-    ('cycleinr: warning: ...') while the command runs.
+    ('cycleinr: warning: ...') while the command runs, unless `warnings_as_lines` is False (the caller
+    decides how warnings show: `cli.main` called from Python leaves them to Python).
     """
     stream = stderr if stderr is not None else sys.stderr
     debug = debug_requested() if debug is None else debug
-    with sigterm_as_interrupt(), one_line_warnings(stream):
+    lines = one_line_warnings(stream) if warnings_as_lines else contextlib.nullcontext()
+    with sigterm_as_interrupt(), lines:
         try:
             return int(run() or 0)
         except CycleINRError as error:
@@ -81,13 +85,6 @@ def run_guarded(
             if debug:
                 traceback.print_exc(file=stream)
             return _unexpected(error, command, stream)
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """MemoryError, or torch's out-of-memory RuntimeError (CUDA or CPU allocator)."""
-    if isinstance(error, MemoryError):
-        return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
 def one_line(error: BaseException | str) -> str:
@@ -148,7 +145,7 @@ def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParse
 
 
 def _unexpected(error: Exception, command: str, stream: TextIO) -> int:
-    if is_out_of_memory(error):
+    if out_of_memory(error):
         return _say(stream, f"error: {OUT_OF_MEMORY}", EXIT_USER_ERROR)
     if isinstance(error, OSError):  # full disk, permissions, a file vanishing: the system's reason
         name = error.filename or "a file"

@@ -1,20 +1,22 @@
 """The `cycleinr` command line: a thin shell over the pipeline (upsample, adapt: cli_upsample.py) and the
 model package (train, evaluate) and the benchmark (bench/).
 
-One function per subcommand. Anything the user can fix (a CycleINRError) becomes one line on stderr and
-exit code 2, with nothing written; Ctrl-C exits 130.
+One function per subcommand. Whatever happens inside a command is one line on stderr and an exit code
+(boundary.py: 2 for what the user can fix, with nothing written; 130 for Ctrl-C, 143 for SIGTERM). Every
+file a command writes goes through the output guard (io/guard.py) with the command's inputs as `protected`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from napari_cycleinr import __version__
+from napari_cycleinr.boundary import one_line_parser_errors, one_line_warnings, run_guarded
 from napari_cycleinr.cli_upsample import cmd_adapt, cmd_upsample
-from napari_cycleinr.errors import Cancelled, CycleINRError
+from napari_cycleinr.errors import CycleINRError
+from napari_cycleinr.io.guard import with_sidecar
 from napari_cycleinr.options import ADAPT_MINUTES, METHODS, PROFILES
 
 EXIT_USER_ERROR = 2
@@ -31,14 +33,15 @@ def _parse_factors(text: str) -> list[float]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from napari_cycleinr.io.guard import resolve_path
     from napari_cycleinr.model.train import train
     from napari_cycleinr.model.train_config import load_train_config
 
     overrides = {"seed": args.seed, "steps": args.steps}
     if args.data:
-        overrides["train_data"] = tuple(str(Path(p).resolve()) for p in args.data)
+        overrides["train_data"] = tuple(str(resolve_path(p)) for p in args.data)
     if args.validation:
-        overrides["validation_data"] = str(Path(args.validation).resolve())
+        overrides["validation_data"] = str(resolve_path(args.validation))
     config = load_train_config(args.config, **overrides)
     summary = train(config, args.out, resume=args.resume, device=args.device)
     if summary.get("rank", 0) != 0:  # under torchrun only rank 0 reports
@@ -57,6 +60,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CycleINRError(f"unknown degradation {args.degradation!r}; choose one of {', '.join(PROFILES)}")
     device = resolve_device(args.device)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    variants = [spec.partition("=")[2] for spec in args.variant or []]
+    inputs = [*args.references, *(f for model in (args.model, *variants) for f in with_sidecar(model))]
+    _check_destinations([args.json, args.plot], inputs)  # a bad output path fails now, not after the run
     models = {}
     for spec in args.variant or []:
         name, _, path = spec.partition("=")
@@ -80,14 +86,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
     print(format_table(results))
     if args.json:
-        from napari_cycleinr.io.atomic import prepare_destination, write_atomically
+        from napari_cycleinr.jsonsafe import write_json
 
-        text = json.dumps({"version": __version__, "results": results}, indent=2) + "\n"
-        write_atomically(prepare_destination(args.json, refuse=args.references), lambda tmp: tmp.write_text(text))
+        write_json(args.json, {"version": __version__, "results": results}, protected=inputs)
     if args.plot:
         from napari_cycleinr.bench.plots import plot_snli
 
-        plot_snli(results, args.plot)
+        plot_snli(results, args.plot, protected=inputs)
     return 0
 
 
@@ -101,6 +106,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.input and not Path(args.input).is_file():
         raise CycleINRError(f"no such file: {args.input}")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    inputs = [args.input, *with_sidecar(args.model)]
+    _check_destinations([args.json], inputs)
     report = run_benchmark(
         sizes=parse_sizes(args.sizes),
         scaling=parse_counts(args.scaling),
@@ -115,11 +122,19 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     )
     print(format_report(report))
     if args.json:
-        from napari_cycleinr.io.atomic import prepare_destination, write_atomically
+        from napari_cycleinr.jsonsafe import write_json
 
-        text = json.dumps(report, indent=2) + "\n"
-        write_atomically(prepare_destination(args.json), lambda tmp: tmp.write_text(text))
+        write_json(args.json, report, protected=inputs)
     return 0
+
+
+def _check_destinations(outputs: list[str | None], inputs: list[str | None]) -> None:
+    """Refuse, before any work, an output path that is an input, a folder, or in a missing folder."""
+    from napari_cycleinr.io.guard import guard_output
+
+    for output in outputs:
+        if output:
+            guard_output(output, protected=inputs, probe=True)
 
 
 def _volume_arguments(parser: argparse.ArgumentParser, what: str, or_folder: str) -> None:
@@ -268,41 +283,16 @@ def _benchmark_parser(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except CycleINRError as error:
-        print(f"cycleinr: error: {error}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except Cancelled:
-        print("cycleinr: cancelled; nothing was written", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("\ncycleinr: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    except Exception as error:
-        from napari_cycleinr.runtime.memory import out_of_memory
-
-        if not out_of_memory(error):
-            raise  # a bug in this package: keep the traceback
-        print(
-            "cycleinr: error: not enough memory for this volume and target; "
-            "use --device cpu, a smaller factor, or crop the volume",
-            file=sys.stderr,
-        )
-        return EXIT_USER_ERROR
+    """Run one subcommand inside the error boundary (boundary.py): whatever happens, one line and an exit
+    code (0; 2: the user can fix it; 130/143: interrupted; 1: a bug, traceback under CYCLEINR_DEBUG=1)."""
+    args = one_line_parser_errors(build_parser()).parse_args(argv)
+    return run_guarded(lambda: args.run(args), command=args.command, warnings_as_lines=False)
 
 
 def console() -> int:
     """The `cycleinr` executable: main() with warnings as one line each ("cycleinr: warning: ..."), the way
     errors are shown. Only the executable changes how warnings print; main() called from Python does not."""
-    import warnings
-
-    def one_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
-        print(f"cycleinr: warning: {message}", file=file or sys.stderr)
-
-    with warnings.catch_warnings():
-        warnings.showwarning = one_line
+    with one_line_warnings(sys.stderr):
         return main()
 
 

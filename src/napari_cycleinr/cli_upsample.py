@@ -33,7 +33,7 @@ def _progress_printer(label: str):
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (b.exists() and a.samefile(b))
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, refused by the output guard next
         return False
 
 
@@ -60,22 +60,24 @@ def _upsample_file(args: argparse.Namespace, adapt: bool) -> int:
     """upsample and adapt on one file: check paths, read, (fine-tune,) super-resolve, (make consistent,) write."""
     from napari_cycleinr import pipeline
     from napari_cycleinr.io import is_supported, read_volume, write_volume
-    from napari_cycleinr.io.atomic import check_destination
+    from napari_cycleinr.io.guard import guard_output, resolve_path, with_sidecar
 
     source, target = Path(args.input), Path(args.output)
     as_dicom = args.format == "dicom"
+    resolve_path(source)  # a symlink loop is one line, here
     if _same_file(source, target):
         raise CycleINRError(f"the output path is the input file {source}; choose another output path")
     if not as_dicom and not is_supported(target):
         raise CycleINRError(f"cannot write {target.name}: use .nii, .nii.gz, .tif or .tiff, or --format dicom")
-    inputs = [source] + ([Path(args.reference)] if args.reference else [])
-    if not as_dicom:
-        check_destination(target, refuse=inputs)  # a bad output path fails now, not after the whole run
+    inputs = [source] + ([Path(args.reference)] if args.reference else []) + with_sidecar(args.model)
+    if not as_dicom:  # a bad output path fails now, not after the whole run
+        guard_output(target, protected=inputs, probe=True)
     saved_model = getattr(args, "save_model", None)
     if saved_model:
         if Path(saved_model).suffix.lower() != ".safetensors":
             raise CycleINRError(f"--save-model writes a .safetensors checkpoint; name it e.g. {Path(saved_model).stem}.safetensors")
-        check_destination(Path(saved_model), refuse=[*inputs, target])
+        for each in (Path(saved_model), Path(saved_model).with_suffix(".json")):  # weights and sidecar
+            guard_output(each, protected=[*inputs, target], probe=True)
     request = _request(args, adapt)  # bad values fail before any work
     volume = read_volume(source, axis=args.axis, series=args.series)
     if as_dicom:

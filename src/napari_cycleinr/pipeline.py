@@ -238,7 +238,8 @@ def _adapt(request: Request, volume: Volume, engine: Engine, result: Result, pro
     if settings.save_model:
         from napari_cycleinr.model.checkpoint import save_model
 
-        save_model(model, settings.save_model, getattr(model, "info", {}))
+        inputs = [request.source, request.reference, request.weights, request.output]
+        save_model(model, settings.save_model, getattr(model, "info", {}), protected=inputs)
     return model
 
 
@@ -284,6 +285,8 @@ def _finish_target(
         )
         _tell(progress, Step("consistent", target=index, detail=done.consistency))
         raise_if_cancelled(cancel)
+    if reference is not None and reference.metadata.get("source_path"):  # writers refuse it (_layers.py)
+        sr.metadata["reference_path"] = str(reference.metadata["source_path"])
     if reference is not None and reference.shape == sr.shape:
         from napari_cycleinr.model.evaluate import reference_scores
 

@@ -89,12 +89,12 @@ def guard_output(
         _check_folder(destination)
     else:
         _check_file(destination)
-    _check_not_packaged(destination)
-    for input_path in protected:
+    for input_path in protected:  # first: 'an input of this run' says more than 'inside the package'
         if input_path is not None and str(input_path) and same_path(destination, input_path):
             raise CycleINRError(
                 f"refusing to overwrite {destination}: it is an input of this run; choose another output path"
             )
+    _check_not_packaged(destination)
     if not overwrite and os.path.lexists(destination):
         raise CycleINRError(f"{destination} already exists; choose another output path or allow overwriting")
     if probe and kind == "file":
@@ -115,6 +115,17 @@ def write_guarded(
     from napari_cycleinr.io.atomic import write_atomically
 
     return write_atomically(guard_output(path, protected=protected, overwrite=overwrite), write)
+
+
+def with_sidecar(path: PathLike | None) -> list[str]:
+    """A checkpoint and the JSON copy of its header beside it (model.safetensors, model.json): the two files
+    a run that reads the checkpoint must protect. [] for None or an empty path."""
+    if path is None or not str(path):
+        return []
+    try:
+        return [str(path), str(Path(os.fspath(path)).with_suffix(".json"))]
+    except ValueError:  # '/', '.': no name to put a suffix on, and nothing a writer could hit
+        return [str(path)]
 
 
 def make_folder(path: PathLike, *, protected: Iterable[PathLike | None] = ()) -> Path:

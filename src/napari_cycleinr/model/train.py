@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import functools
 import gc
-import json
 import math
-import os
 import sys
 import time
 from dataclasses import replace
@@ -27,10 +25,12 @@ import torch
 
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.intensity import intensity_map
+from napari_cycleinr.io.guard import make_folder, with_sidecar
+from napari_cycleinr.jsonsafe import loads_bounded, write_json
 from napari_cycleinr.model import distributed
 from napari_cycleinr.model.averaging import WeightAverage
 from napari_cycleinr.runtime.blocks import CancelCheck, raise_if_cancelled
-from napari_cycleinr.model.checkpoint import load_model, save_model
+from napari_cycleinr.model.checkpoint import load_model, load_resume_state, save_model, save_resume_state
 from napari_cycleinr.model.cycleinr import CycleINR
 from napari_cycleinr.model.grow import grow_model
 from napari_cycleinr.runtime.devices import resolve_device
@@ -209,7 +209,8 @@ def _train(
     main = rank is None or rank.is_main
     if not main:
         log = _silent
-    out.mkdir(parents=True, exist_ok=True)
+    inputs = training_inputs(config)
+    make_folder(out, protected=inputs)  # never a scan, a model being read, a file or the package
     _set_threads(config, rank, torch_device)
     torch.manual_seed(config.seed)
     train_volumes, validation_volume = split_validation(config)
@@ -221,12 +222,12 @@ def _train(
     if resume:
         if not state_path.is_file():
             raise CycleINRError(f"nothing to resume in {out}: state.pt is missing")
+        state = load_resume_state(state_path, torch_device)
         model = load_model(out / "last.safetensors", torch_device).train()
         optimizer = make_optimizer(model, config)
-        state = torch.load(state_path, map_location=torch_device, weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         start, best = int(state["step"]), float(state["best_psnr"])
-        history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
+        history = _read_history(out / "history.json")
         log(f"resuming at step {start}")
     average = WeightAverage(model, config.average_decay) if config.average_decay > 0 else None
     if resume and average is not None:
@@ -239,7 +240,7 @@ def _train(
         return average.model if average is not None else model
 
     if main:
-        (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        write_json(out / "train_config.json", config.to_dict(), protected=inputs)
     info = {"train_config": config.to_dict()}
     if rank is not None:
         info["world_size"] = rank.world_size
@@ -280,15 +281,16 @@ def _train(
             log(f"step {done}: validation PSNR {scores['psnr']:.2f} dB, L1 {scores['l1']:.5f}")
             if scores["psnr"] > best:
                 best = scores["psnr"]
-                save_model(kept(), out / "best.safetensors", {**info, "step": done, "validation": scores})
+                best_info = {**info, "step": done, "validation": scores}
+                save_model(kept(), out / "best.safetensors", best_info, protected=inputs)
         if done % config.checkpoint_every == 0 or done == config.steps:
             if main:
-                save_model(model, out / "last.safetensors", {**info, "step": done})
+                save_model(model, out / "last.safetensors", {**info, "step": done}, protected=inputs)
                 state = {"step": done, "best_psnr": best, "optimizer": optimizer.state_dict()}
                 if average is not None:
                     state["average"] = average.state_dict()
-                _atomic_torch_save(state, state_path)
-                (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+                save_resume_state(state, state_path, protected=inputs)
+                write_json(out / "history.json", history, protected=inputs)
             if rank is not None:  # no rank runs ahead of a checkpoint it may have to resume from
                 rank.barrier()
     return _summary(history, best, config, model, rank, log)
@@ -347,8 +349,18 @@ def _silent(line: str) -> None:
     pass
 
 
-def _atomic_torch_save(state: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def training_inputs(config: TrainConfig) -> list[str]:
+    """Every file a run reads (scans, the initial checkpoint and its sidecar): none is ever written over."""
+    scans = [*config.train_data, *config.inplane_data, config.validation_data]
+    return [str(p) for p in scans if p] + with_sidecar(config.init)
+
+
+def _read_history(path: Path) -> list[dict]:
+    """The validation history a resumed run continues (bounded: a damaged file is one message)."""
+    if not path.is_file():
+        return []
+    history = loads_bounded(path.read_text(encoding="utf-8", errors="replace"), what=str(path))
+    if not isinstance(history, list):
+        raise CycleINRError(f"{path} is not a training history (a JSON list); delete it to start it over")
+    return history
 
