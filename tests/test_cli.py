@@ -225,3 +225,21 @@ def test_warnings_print_as_one_line(tmp_path):
         "cycleinr: warning: plain.tif: voxel spacing not fully known (no ImageJ or OME metadata); "
         "assuming 1 mm where it is missing"
     ]
+
+
+def test_json_and_plots_never_land_on_a_model_or_its_sidecar(tmp_path, tiny_checkpoint):
+    """evaluate and benchmark refuse, before any work, a --json or --plot that is a model being read or the
+    JSON sidecar beside it (one line, exit 2, nothing changed)."""
+    sidecar = Path(tiny_checkpoint).with_suffix(".json")
+    kept = {p: p.read_bytes() for p in (Path(tiny_checkpoint), sidecar)}
+    for argv in (
+        ["evaluate", CT_3MM, "--factor", "2", "--methods", "trilinear", "--variant", f"tiny={tiny_checkpoint}",
+         "--json", sidecar],
+        ["evaluate", CT_3MM, "--factor", "2", "--methods", "trilinear", "--plot", CT_3MM],
+        ["benchmark", "--model", tiny_checkpoint, "--json", sidecar, "--sizes", "16x16x6", "--scaling="],
+    ):  # fmt: skip
+        refused = cycleinr(*argv)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1 and "input of this run" in lines[0], refused.stderr
+        assert refused.stdout == ""  # refused before the evaluation or the benchmark ran
+    assert all(p.read_bytes() == data for p, data in kept.items())

@@ -170,3 +170,37 @@ def test_cpu_training_runs_only_the_encoder_in_bfloat16_and_only_where_native(mo
     assert seen == {"encoder": expected, "decoder": torch.float32}
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert tiny_model.encoder.head.weight.grad.dtype == torch.float32  # the weights stay float32
+
+
+def test_a_run_never_writes_over_what_it_reads(tmp_path, tiny_config):
+    """The run folder goes through the output guard: a scan, a folder that is a file, a checkpoint being read
+    are refused before any work, and nothing is changed."""
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(CT_HEAD.read_bytes())
+    config = TrainConfig(steps=1, model=tiny_config, train_data=(str(scan),), **FAST)
+    with pytest.raises(CycleINRError, match="as a folder: it is a file"):
+        train(config, scan, device="cpu", log=lambda s: None)
+    link = tmp_path / "run"
+    link.symlink_to(scan)  # a run folder that resolves to the training scan
+    with pytest.raises(CycleINRError, match="input of this run|as a folder"):
+        train(config, link, device="cpu", log=lambda s: None)
+    assert scan.read_bytes() == CT_HEAD.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "scan.nii.gz"]
+
+
+def test_a_damaged_resume_is_one_message(tmp_path, tiny_config):
+    """A resume state that is a pickle, or a history nested beyond reason: CycleINRError, not a traceback."""
+    import pickle
+
+    config = TrainConfig(steps=2, model=tiny_config, train_data=(str(CT_HEAD),), **{**FAST, "checkpoint_every": 2})
+    run = tmp_path / "run"
+    train(config, run, device="cpu", log=lambda s: None)
+    history = (run / "history.json").read_text()
+    (run / "history.json").write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(CycleINRError, match="history.json nests its JSON 5000 levels"):
+        train(config, run, resume=True, device="cpu", log=lambda s: None)
+    (run / "history.json").write_text(history)
+    (run / "state.pt").write_bytes(pickle.dumps({"step": 2, "best_psnr": 1.0, "optimizer": object()}))
+    with pytest.raises(CycleINRError, match="state.pt is not a resume state this package wrote"):
+        train(config, run, resume=True, device="cpu", log=lambda s: None)
+    assert not list(run.glob(".*"))  # no temporary left

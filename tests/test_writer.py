@@ -150,3 +150,37 @@ def test_viewer_saves_layers_through_the_plugin(make_napari_viewer, tmp_path):
     tiff_volume = read_volume(tiff[0])
     np.testing.assert_allclose(tiff_volume.spacing, expected.spacing, rtol=1e-6)
     assert not list(tmp_path.glob(".*part*"))  # no temporary left behind
+
+
+def test_a_refused_save_shows_the_reason_to_the_user(tmp_path):
+    """napari's Save dialog only says the save failed: the guard's reason reaches the user as a notification."""
+    from napari.utils.notifications import notification_manager
+
+    source = tmp_path / "input.nii.gz"
+    source.write_bytes(SAMPLE.read_bytes())
+    data, meta = super_resolved_layer(source)
+    before = len(notification_manager.records)
+    with pytest.raises(CycleINRError, match="input"):
+        write_nifti(str(source), data, meta)
+    (shown,) = notification_manager.records[before:]
+    assert str(shown.message).startswith("nothing was saved: refusing to overwrite") and "input" in shown.message
+
+
+def test_a_result_scored_against_a_reference_never_overwrites_it(tmp_path):
+    """The pipeline records the reference in the result's metadata, so any shell's writer refuses it."""
+    from napari_cycleinr import pipeline
+    from napari_cycleinr.request import Request, target
+
+    thick = read_volume(SAMPLE)
+    reference = tmp_path / "reference.nii.gz"
+    reference.write_bytes((SAMPLE.parent / "chest_ct_1p25mm.nii.gz").read_bytes())
+    grid = target(thick.shape[0], thick.spacing[0], "spacing", 1.25)
+    request = Request(method="trilinear", device="cpu").with_targets([grid])
+    result = pipeline.run(request, thick, reference=read_volume(reference))
+    (done,) = result.outputs
+    assert done.scores is not None and done.volume.metadata["reference_path"] == str(reference)
+    data, meta = volume_to_layer_data(done.volume, name="sr", role="super_resolved")
+    before = reference.read_bytes()
+    with pytest.raises(CycleINRError, match="input"):
+        write_nifti(str(reference), data, meta)
+    assert reference.read_bytes() == before

@@ -16,10 +16,8 @@ from napari_cycleinr import __version__
 from napari_cycleinr.boundary import one_line_parser_errors, one_line_warnings, run_guarded
 from napari_cycleinr.cli_upsample import cmd_adapt, cmd_upsample
 from napari_cycleinr.errors import CycleINRError
-from napari_cycleinr.io.guard import with_sidecar
+from napari_cycleinr.io.guard import resolve_path, with_sidecar
 from napari_cycleinr.options import ADAPT_MINUTES, METHODS, PROFILES
-
-EXIT_USER_ERROR = 2
 
 
 def _parse_factors(text: str) -> list[float]:
@@ -33,7 +31,6 @@ def _parse_factors(text: str) -> list[float]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from napari_cycleinr.io.guard import resolve_path
     from napari_cycleinr.model.train import train
     from napari_cycleinr.model.train_config import load_train_config
 
