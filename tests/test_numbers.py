@@ -150,3 +150,10 @@ def test_ct_normalisation_is_unchanged_for_ordinary_values():
     data = read_volume(CT_3MM).data
     old = (np.clip(np.asarray(data, np.float32), -1024.0, 3071.0) + np.float32(1024.0)) / np.float32(4096.0)
     np.testing.assert_array_equal(intensity_map(data).normalise(data), old)
+
+
+def test_an_integer_ct_has_no_non_finite_voxels_and_its_output_clamps_are_counted(tiny_model):
+    volume = small(read_volume(CT_3MM))
+    assert volume.data.dtype.kind == "i" and intensity_map(volume.data).clip_report() == {}
+    record = super_resolve(volume, factor=3, model=tiny_model, device="cpu").metadata["super_resolution"]
+    assert set(record["clipped"]) == {"output_clamped"} and record["clipped"]["output_clamped"] > 0

@@ -184,7 +184,8 @@ def _count_clipped_input(data: np.ndarray, low: float, high: float) -> dict[str,
     outside = not_finite = 0
     for chunk in _chunks(data):
         finite = np.isfinite(chunk) if chunk.dtype.kind == "f" else True
-        not_finite += int(chunk.size - np.count_nonzero(finite))
+        if chunk.dtype.kind == "f":  # integers are always finite (count_nonzero(True) would be 1, not size)
+            not_finite += int(chunk.size - np.count_nonzero(finite))
         with np.errstate(over="ignore", invalid="ignore"):  # a bound beyond float16's range is simply inf
             outside += int(np.count_nonzero(((chunk < low) | (chunk > high)) & finite))
     return {"input_outside_range": outside, "input_not_finite": not_finite}
