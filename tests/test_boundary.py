@@ -100,6 +100,7 @@ def test_bad_arguments_are_one_line_pointing_to_help(argv, capsys):
 
 
 WRITER = """
+import signal
 import sys
 import numpy as np
 from napari_cycleinr.boundary import run_guarded
@@ -108,6 +109,8 @@ from napari_cycleinr.volume import Volume
 
 data = np.random.default_rng(0).random((48, 512, 512), dtype=np.float32)  # ~50 MB: seconds to compress
 volume = Volume.from_spacing(data, (1.0, 1.0, 1.0))
+# a shell starts background jobs with SIGINT ignored, and Python keeps it so: listen as a foreground one does
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.exit(run_guarded(lambda: write_volume(volume, sys.argv[1]) and 0, command="upsample"))
 """
 

@@ -18,9 +18,9 @@ def test_manifest_is_valid_and_registered():
     manifest.validate_imports()  # every python_name resolves
     contributions = manifest.contributions
     (reader,) = contributions.readers
-    assert sorted(reader.filename_patterns) == ["*.nii", "*.nii.gz", "*.tif", "*.tiff"]
+    assert sorted(reader.filename_patterns) == ["*.dcm", "*.ima", "*.nii", "*.nii.gz", "*.tif", "*.tiff"]
     extensions = {tuple(w.filename_extensions) for w in contributions.writers}
-    assert {(".nii.gz", ".nii"), (".tif", ".tiff"), ()} == extensions
+    assert {(".nii.gz", ".nii"), (".tif", ".tiff"), (".dcm",), ()} == extensions
     assert {s.key for s in contributions.sample_data} == {"chest_ct_5mm", "chest_ct_1p25mm"}
     assert [w.display_name for w in contributions.widgets] == ["Through-plane super-resolution"]
 
