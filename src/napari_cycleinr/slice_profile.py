@@ -179,7 +179,8 @@ def profile_position(data: np.ndarray, spacing: tuple[float, float, float], moda
             lost = np.sqrt(np.clip(1.0 - (matrix**2).sum(axis=1), 0.0, None)).astype(np.float32)
             thick += rng.standard_normal(thick.shape, dtype=np.float32) * np.float32(sigma) * lost
             values.append(line_statistic(thick, body_mask(thick, modality)))
-        simulated[kind] = float(np.nanmean(values)) if values else float("nan")
+        finite = [v for v in values if math.isfinite(v)]
+        simulated[kind] = float(np.mean(finite)) if finite else float("nan")
     span = simulated["skip"] - simulated["gaussian"]
     if not (math.isfinite(real) and math.isfinite(span) and span > 1e-3):
         return float("nan")
