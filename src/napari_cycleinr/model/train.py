@@ -34,7 +34,7 @@ from napari_cycleinr.model.checkpoint import load_model, load_resume_state, save
 from napari_cycleinr.model.cycleinr import CycleINR
 from napari_cycleinr.model.grow import grow_model
 from napari_cycleinr.runtime.devices import resolve_device
-from napari_cycleinr.model.losses import cycle_loss, fit_loss, noise_consistency_loss
+from napari_cycleinr.model.losses import cycle_loss, fit_loss, noise_consistency_loss, z_gradient_loss
 from napari_cycleinr.model.pair_model import PairPredictor, pair_queries, predict_pair
 from napari_cycleinr.model.pairs import Pair, TrainingVolume, sample_pair
 from napari_cycleinr.model.schedule import cosine_decay, make_optimizer, optimizer_step
@@ -129,6 +129,8 @@ def training_step(
     fit = fit_loss(prediction, target, config.fit)
     cycle = cycle_loss(prediction, thick, pair.degradation.to(device))
     loss = fit + config.cycle_weight * cycle
+    if config.gradient_weight > 0:
+        loss = loss + config.gradient_weight * z_gradient_loss(prediction, target)
     if config.noise_weight > 0 and window is not None and min(window) >= 3:  # a Laplacian needs 3 x 3
         as_window = lambda t: t.reshape(t.shape[0], *window, t.shape[-1])  # noqa: E731
         loss = loss + config.noise_weight * noise_consistency_loss(as_window(prediction), as_window(target))

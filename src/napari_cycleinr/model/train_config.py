@@ -34,6 +34,9 @@ class TrainConfig:
     """The fit to the thin slices: l1 or rmse (losses.fit_loss)."""
     cycle_weight: float = 0.3
     """lambda of the cycle-consistent loss; 0 switches it off (the ablation)."""
+    gradient_weight: float = 0.0
+    """Weight of the loss on neighbouring-slice differences (losses.z_gradient_loss), an experiment against the
+    lines at the slab period (docs/method.md, "Lines at the slab period"; measured and not taken)."""
     noise_weight: float = 0.0
     """Weight of the noise-level consistency loss (losses.noise_consistency_loss); above 0 the decoded pixels
     are a contiguous window of the crop instead of a random sample, so an in-plane Laplacian exists."""
@@ -95,9 +98,11 @@ class TrainConfig:
             raise CycleINRError(f"train config: fit must be one of {', '.join(FIT_LOSSES)}")
         if not 0.0 <= self.average_decay < 1.0:
             raise CycleINRError("train config: average_decay must be at least 0 and below 1")
-        if self.cycle_weight < 0 or self.noise_weight < 0 or not 0.0 <= self.inplane_fraction <= 1.0:
+        weights = (self.cycle_weight, self.noise_weight, self.gradient_weight)
+        if min(weights) < 0 or not 0.0 <= self.inplane_fraction <= 1.0:
             raise CycleINRError(
-                "train config: cycle_weight >= 0, noise_weight >= 0 and 0 <= inplane_fraction <= 1 are required"
+                "train config: cycle_weight >= 0, noise_weight >= 0, gradient_weight >= 0 and 0 <= inplane_fraction "
+                "<= 1 are required"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,8 +121,8 @@ MAX_SCALE = 32.0
 _KINDS = {
     "whole number": ("steps", "batch", "thick_slices", "crop", "query_pixels", "warmup_steps",
                      "validation_every", "checkpoint_every", "log_every", "threads", "seed"),
-    "number": ("scale_min", "scale_max", "cycle_weight", "noise_weight", "learning_rate", "inplane_fraction",
-               "average_decay"),
+    "number": ("scale_min", "scale_max", "cycle_weight", "noise_weight", "gradient_weight", "learning_rate",
+               "inplane_fraction", "average_decay"),
     "true or false": ("grow", "amp"),
     "text": ("validation_degradation", "fit"),
     "path or nothing": ("init", "validation_data"),
