@@ -153,7 +153,7 @@ def _execute(
 
     request = job_request(job)  # bad values fail before any work
     result = pipeline.run(request, job.volume, _Reporter(job, report, outcome), cancelled, reference=job.reference)
-    outcome.outputs.extend(outputs_of(_as_run(job, result.slice_profile), result))
+    outcome.outputs.extend(outputs_of(_as_run(job, result), result))
     if result.slice_profile is not None:
         outcome.notices.append(result.slice_profile.describe())
     if job.reference is not None and not any(done.scores is not None for done in result.outputs):
@@ -162,12 +162,11 @@ def _execute(
     report(Update(total, total, "done"))
 
 
-def _as_run(job: Job, found: Any) -> Job:
-    """The job with the profile the pipeline settled on (a recorded or chosen one; for an estimate, which is
-    never acted on, the default slab average), for the outputs' record."""
-    if job.profile is not None or found is None:
+def _as_run(job: Job, result: Any) -> Job:
+    """The job with the profile the pipeline settled on, for the outputs' record."""
+    if job.profile is not None or result.slice_profile is None:
         return job
-    return replace(job, profile=found.kind if found.confident else DEFAULT_PROFILE)
+    return replace(job, profile=result.profile)
 
 
 class _Reporter:

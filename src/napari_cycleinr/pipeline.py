@@ -76,6 +76,8 @@ class Result:
     adaptation: AdaptReport | None = None
     slice_profile: SliceProfile | None = None
     """The scan's slice profile and where it came from (settle_profile); None when no step needs it."""
+    profile: str | None = None
+    """The profile the job used for its weights, consistency and adaptation (after settle_profile)."""
 
 
 @dataclass
@@ -163,7 +165,7 @@ def run(
         engine = prepare(request, progress)
     elif engine.weights_key != weights_key(request):  # a folder's scan that needs other weights
         engine = _load_weights(request, replace(engine), progress)
-    result = Result(device=str(engine.device), slice_profile=found)
+    result = Result(device=str(engine.device), slice_profile=found, profile=request.slice_profile)
     raise_if_cancelled(cancel)
     current = engine  # the adapted weights serve this volume only; a GPU given up stays given up
     if request.adapt is not None:
