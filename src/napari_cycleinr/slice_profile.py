@@ -1,6 +1,6 @@
 """How the thick slices were made, known rather than asked: from the scan's record, else from the image.
 
-The order (docs/method.md, "The slice profile, found"): the user's explicit choice always wins; else the DICOM
+The order (docs/method.md, "Which weights: the slice profile, found"): the user's explicit choice always wins; else the DICOM
 record (SliceThickness against the measured spacing between slice centres); else an estimate from the image
 itself. A NIfTI or TIFF file records no thickness, so for those the image is all there is.
 
