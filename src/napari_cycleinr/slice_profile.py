@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import erf
 
+from napari_cycleinr.model.metrics import body_threshold  # numpy only: no torch
 from napari_cycleinr.options import PROFILES
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -152,9 +153,7 @@ def line_statistic(lines: np.ndarray, inside: np.ndarray) -> float:
 
 
 def body_mask(data: np.ndarray, modality: str) -> np.ndarray:
-    if modality == "CT":
-        return data > -500
-    return data > 0.1 * float(np.percentile(data, 99))
+    return data > body_threshold(data, modality)
 
 
 def profile_position(data: np.ndarray, spacing: tuple[float, float, float], modality: str) -> float:
