@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from napari_cycleinr.model.cycleinr import CycleINR
-from napari_cycleinr.model.fused import FusedModel, StreamingEncoder
+from napari_cycleinr.model.fused import FusedModel
+from napari_cycleinr.model.streaming_encoder import StreamingEncoder
 from napari_cycleinr.runtime.blocks import Block, CancelCheck, raise_if_cancelled
 from napari_cycleinr.runtime.devices import Finish, blocks_to_host, compiled, to_device
 from napari_cycleinr.runtime.memory import release_freed_memory
@@ -173,7 +174,8 @@ def _tile_blocks(
             for p0 in range(0, pixels, step):
                 raise_if_cancelled(cancel)
                 p = slice(p0, min(pixels, p0 + step))
-                values = decode(lower[p], upper[p], [m[p] for m in near], below[p], above[p], t, term)
+                near_p = [[part[p] for part in m] for m in near]
+                values = decode([part[p] for part in lower], [part[p] for part in upper], near_p, below[p], above[p], t, term)
                 out[iv.j0 - j0 : iv.j1 - j0, p] = values
         following = intervals[i1] if i1 < len(intervals) else None
         keep = min(following.lower, int(following.neighbours[0])) if following is not None else ready
@@ -192,18 +194,20 @@ class _Window:
 
     def __init__(self, fused: FusedModel, pixels: int, capacity: int, device: torch.device) -> None:
         self.fused = fused
-        features = fused.project_w.shape[1]
-        self.buffer = torch.empty((capacity, pixels, features), dtype=fused.dtype, device=device)
+        self.buffers = [
+            torch.empty((capacity, pixels, width), dtype=fused.dtype, device=device) for width in fused.part_widths
+        ]
         self.slots: dict[int, int] = {}
         self.free = list(range(capacity - 1, -1, -1))
 
     def put(self, z: int, codes: torch.Tensor) -> None:
         slot = self.free.pop()
         self.slots[z] = slot
-        self.fused.project(codes, out=self.buffer[slot])
+        self.fused.project(codes, out=[buffer[slot] for buffer in self.buffers])
 
-    def __getitem__(self, z: int) -> torch.Tensor:
-        return self.buffer[self.slots[z]]
+    def __getitem__(self, z: int) -> list[torch.Tensor]:
+        slot = self.slots[z]
+        return [buffer[slot] for buffer in self.buffers]
 
     def drop_below(self, keep: int) -> None:
         for z in [z for z in self.slots if z < keep]:

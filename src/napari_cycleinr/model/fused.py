@@ -6,7 +6,6 @@ against the model's own forward pass.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from napari_cycleinr.model.cycleinr import CycleINR
@@ -39,74 +38,6 @@ def is_standard(model: CycleINR) -> bool:
     return encoder_ok and attention_ok and type(model.decoder) is ImplicitDecoder
 
 
-class StreamingEncoder:
-    """The (2+1)D encoder fed chunk by chunk along z; returns each latent slice once it is final.
-
-    Block b's output at slice z needs its through-plane input at z-1, z, z+1 (zeros beyond the volume), so it
-    lags one slice; after feeding slices [0, e) the latent slices [0, e - blocks) are final. Tensors are kept
-    channels-last, (S, H, W, C): the in-plane convolutions run as 2D convolutions over a batch of S slices and
-    the through-plane ones as three matrix products, which is what oneDNN and BLAS do fastest on a CPU.
-    """
-
-    def __init__(self, encoder: Encoder, dtype: torch.dtype = torch.float32) -> None:
-        def inplane(conv: nn.Conv3d) -> tuple[torch.Tensor, torch.Tensor, int]:
-            return conv.weight[:, :, 0].to(dtype), conv.bias.to(dtype), conv.dilation[-1]
-
-        self.dtype = dtype
-        self.head = inplane(encoder.head)
-        blocks = list(encoder.body)
-        self.inplane = [inplane(b.inplane) for b in blocks]
-        self.through = [
-            ([b.through_plane.weight[:, :, k, 0, 0].T.contiguous().to(dtype) for k in range(3)],
-             b.through_plane.bias.to(dtype))
-            for b in blocks
-        ]
-        self.a_buffer: list[torch.Tensor | None] = [None] * len(blocks)
-        self.x_buffer: list[torch.Tensor | None] = [None] * len(blocks)
-
-    @staticmethod
-    def _inplane(x: torch.Tensor, conv: tuple[torch.Tensor, torch.Tensor, int]) -> torch.Tensor:
-        """(S, H, W, Cin) -> (S, H, W, Cout): a (dilated) 3x3 convolution of every slice."""
-        weight, bias, dilation = conv
-        y = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=dilation, dilation=dilation)
-        return y.permute(0, 2, 3, 1).contiguous()
-
-    def push(self, chunk: torch.Tensor, final: bool) -> torch.Tensor:
-        """chunk (S, H, W) -> the newly final latent slices (S', H, W, C), in the encoder's dtype."""
-        y = self._inplane(chunk[..., None].to(self.dtype), self.head)
-        for i in range(len(self.inplane)):
-            y = self._block(i, y, final)
-        return y
-
-    def _block(self, i: int, x: torch.Tensor, final: bool) -> torch.Tensor:
-        previous_a, previous_x = self.a_buffer[i], self.x_buffer[i]
-        if x.shape[0] == 0 and (not final or previous_a is None):
-            return x
-        parts = []
-        if x.shape[0]:
-            parts.append(self._inplane(x, self.inplane[i]).relu_())
-        if previous_a is None:  # the zero slice before the volume
-            previous_a = torch.zeros_like(parts[0][:1])
-            previous_x = x[:0]
-        parts.insert(0, previous_a)
-        if final:  # the zero slice after the volume
-            parts.append(torch.zeros_like(previous_a[:1]))
-        a_all = torch.cat(parts) if len(parts) > 1 else parts[0]
-        x_all = torch.cat([previous_x, x]) if previous_x.shape[0] else x
-        ready = a_all.shape[0] - 2
-        keep = max(ready, 0)  # copies, so that the chunk itself can be freed
-        self.a_buffer[i], self.x_buffer[i] = a_all[keep:].clone(), x_all[keep:].clone()
-        if ready <= 0:
-            return x_all[:0]
-        (w0, w1, w2), bias = self.through[i]
-        c = x_all.shape[-1]
-        y = (x_all[:ready] + bias).view(-1, c)
-        y.addmm_(a_all[:ready].reshape(-1, c), w0)
-        y.addmm_(a_all[1 : ready + 1].reshape(-1, c), w1)
-        y.addmm_(a_all[2 : ready + 2].reshape(-1, c), w2)
-        return y.view(ready, *x_all.shape[1:])
-
-
 class FusedModel:
     """A CycleINR's weights refolded for inference (same function, fewer operations per query)."""
 
@@ -134,15 +65,23 @@ class FusedModel:
             self.head_mask = channel_head[None, :] == heads[:, None]  # (H, C)
         else:
             weights, biases = [w_codes], [torch.zeros_like(bias1)]
-        self.project_w = torch.cat(weights).T.contiguous().to(dtype)  # (C, F)
-        self.project_b = torch.cat(biases).to(dtype)
+        # one (weight, bias) per part, each part its own contiguous tensor: strided slices of one wide
+        # projection made every elementwise operation of the decoder several times slower
+        self.parts = [(w.T.contiguous().to(dtype), b.to(dtype)) for w, b in zip(weights, biases)]
         self.bias1 = bias1
         self.hidden = [(lin.weight.T.contiguous().to(dtype), lin.bias.to(dtype)) for lin in linears[1:-1]]
         self.last = (last.weight.T.contiguous().to(dtype), last.bias.to(dtype))
 
-    def project(self, codes: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """(P, C) latent codes of one slice -> (P, F) per-code terms: [keys | values | queries | layer 1]."""
-        return torch.addmm(self.project_b, codes.to(self.dtype), self.project_w, out=out)
+    @property
+    def part_widths(self) -> list[int]:
+        return [w.shape[1] for w, _ in self.parts]
+
+    def project(self, codes: torch.Tensor, out: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """(P, C) latent codes of one slice -> the per-code terms [keys, values, queries, layer 1] (attention)
+        or [layer 1], each (P, width)."""
+        codes = codes.to(self.dtype)
+        targets = out or [None] * len(self.parts)
+        return [torch.addmm(b, codes, w, out=o) for (w, b), o in zip(self.parts, targets)]
 
     def slice_terms(self, frac: torch.Tensor, offsets: torch.Tensor, cell: torch.Tensor) -> dict:
         """What depends only on the output slice (never on the pixel), for an interval's Qf slices: frac (Qf,)
@@ -180,33 +119,34 @@ class FusedModel:
     ) -> torch.Tensor:
         """Qf output slices of one interval over n pixels -> (Qf, n) float32.
 
-        lower/upper: (n, F) per-code terms of the two slices the queries lie between; near: the K neighbours'.
+        lower/upper: per-code terms (see project) of the two slices the queries lie between; near: the K
+        neighbours'.
         """
-        qf, n = t.shape[0], lower.shape[0]
+        qf, n = t.shape[0], lower[0].shape[0]
         ch, k, h = self.channels, self.neighbours, self.heads
         t3 = t.view(qf, 1, 1).to(self.dtype)
+        layer1 = torch.lerp(lower[-1][None], upper[-1][None], t3)  # (Qf, n, W)
         if self.attention is None:
-            layer1 = torch.lerp(lower[None], upper[None], t3).add_(terms["layer1"][:, None, :])  # (Qf, n, W)
+            layer1.add_(terms["layer1"][:, None, :])
         else:
-            layer1 = torch.lerp(lower[None, :, 3 * ch :], upper[None, :, 3 * ch :], t3)
             d = ch // h
-            a, b = lower[:, 2 * ch : 3 * ch], upper[:, 2 * ch : 3 * ch]
-            keys = torch.stack([m[:, :ch] for m in near], dim=1)  # (n, K, C)
-            values = torch.stack([m[:, ch : 2 * ch] for m in near], dim=1)
+            a, b = lower[2], upper[2]
+            keys = torch.stack([m[0] for m in near], dim=1)  # (n, K, C)
+            values = torch.stack([m[1] for m in near], dim=1)
             # query . key = lerp(a . key, b . key) + qpos . key + query . kpos, per head
             ab_keys = (torch.stack([a, b])[:, :, None, :] * keys[None]).view(2, n, k, h, d).sum(-1)
             logits = torch.lerp(ab_keys[0], ab_keys[1], t.view(qf, 1, 1, 1).to(self.dtype))  # (Qf, n, K, H)
-            key_qpos = keys.reshape(n * k, ch) @ terms["qpos_heads"]
-            logits = logits + key_qpos.view(n, k, qf, h).permute(2, 0, 1, 3)
-            query = torch.lerp(a[None], b[None], t3) + terms["qpos"][:, None, :]  # (Qf, n, C)
-            logits = torch.baddbmm(logits.reshape(qf, n, k * h), query, terms["kpos_heads"])
+            key_qpos = keys.view(n * k, ch) @ terms["qpos_heads"]
+            logits += key_qpos.view(n, k, qf, h).permute(2, 0, 1, 3)
+            query = torch.lerp(a[None], b[None], t3).add_(terms["qpos"][:, None, :])  # (Qf, n, C)
+            logits = torch.baddbmm(logits.view(qf, n, k * h), query, terms["kpos_heads"])
             weights = torch.softmax(logits.view(qf, n, k, h), dim=2)
-            values = values.reshape(n, k, h, d)
+            values = values.view(n, k, h, d)
             attended = weights[:, :, 0, :, None] * values[None, :, 0]
             for j in range(1, k):
                 attended.addcmul_(weights[:, :, j, :, None], values[None, :, j])
             layer1.view(qf * n, -1).addmm_(attended.view(qf * n, ch), self.merge)
-            layer1.baddbmm_(weights.reshape(qf, n, k * h), terms["vpos_layer1"])  # + the layer-1 term
+            layer1.baddbmm_(weights.view(qf, n, k * h), terms["vpos_layer1"])  # + the layer-1 term
         x = layer1.relu_().view(qf * n, -1)
         for weight, bias in self.hidden:
             x = torch.addmm(bias, x, weight).relu_()
