@@ -129,6 +129,7 @@ def process_folder(
     threads: int = 0,
     consistency: ConsistencyOptions | None = None,
     ensemble: bool = False,
+    precision: str = "auto",
     rank: int | None = None,
     world_size: int | None = None,
     log: Log = print,
@@ -153,6 +154,7 @@ def process_folder(
         rank, world_size = rank_and_world()
     kind, value = _target_kind(factor, spacing)  # a bad factor is one error for the run, not one per file
     request = _folder_request(method, model, profile, device, modality, keep_dtype, threads, consistency, ensemble)
+    request = replace(request, precision=precision)
     if world_size > 1:
         request = _rank_placement(request, rank, int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
     engine = pipeline.prepare(request)

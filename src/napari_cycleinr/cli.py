@@ -17,7 +17,7 @@ from napari_cycleinr.boundary import one_line_parser_errors, one_line_warnings, 
 from napari_cycleinr.cli_upsample import cmd_adapt, cmd_upsample
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.io.guard import resolve_path, with_sidecar
-from napari_cycleinr.options import ADAPT_MINUTES, METHODS, PROFILES
+from napari_cycleinr.options import ADAPT_MINUTES, METHODS, PRECISIONS, PROFILES
 
 
 def _parse_factors(text: str) -> list[float]:
@@ -115,6 +115,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         model=args.model,
         source=args.input,
         isolate=not args.in_process,
+        precision=args.precision,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(format_report(report))
@@ -149,6 +150,11 @@ def _volume_arguments(parser: argparse.ArgumentParser, what: str, or_folder: str
     parser.add_argument("--axis", choices=["x", "y", "z"], help="the through-plane axis of the file (default: largest spacing)")
     parser.add_argument("--modality", choices=["CT", "MR", "ct", "mr"], help="default: guessed from the intensities")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the idle cores)")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="auto: bfloat16 where the CPU or GPU computes it natively (faster; ~0.3 HU apart); float32: the same "
+        "numbers on every machine",
+    )
     parser.add_argument(
         "--ensemble", action="store_true",
         help="also answer on the scan reversed along z and average the two (twice the time; a little more accurate)",
@@ -275,6 +281,10 @@ def _benchmark_parser(sub) -> None:
     bm.add_argument("--methods", default="cycleinr,tricubic,trilinear")
     bm.add_argument("--factor", type=float, default=5.0)
     bm.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: the idle cores)")
+    bm.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="CycleINR's: auto (bf16 where native) or float32",
+    )
     bm.add_argument("--in-process", action="store_true", help="run all cases in this process, not one process each")
     bm.set_defaults(run=cmd_benchmark)
 

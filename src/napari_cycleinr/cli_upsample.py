@@ -131,7 +131,7 @@ def _request(args: argparse.Namespace, adapt: bool):
         profile_source="user" if args.profile else "default", thickness=args.thickness, adapt=settings,
         ensemble=args.ensemble, consistency=args.consistency, consistency_smoothing=args.consistency_smoothing,
         reference=args.reference, source=args.input, output=args.output, device=args.device,
-        modality=args.modality, keep_dtype=not args.float, threads=args.threads,
+        modality=args.modality, keep_dtype=not args.float, threads=args.threads, precision=args.precision,
     )
 
 
@@ -217,6 +217,7 @@ def _upsample_folder(args: argparse.Namespace) -> int:
         axis=args.axis,
         overwrite=args.overwrite,
         threads=args.threads,
+        precision=args.precision,
         consistency=(
             ConsistencyOptions(args.profile or DEFAULT_PROFILE, args.thickness, args.consistency_smoothing)
             if args.consistency

@@ -14,6 +14,9 @@ METHODS = ("cycleinr", "trilinear", "tricubic")
 """cycleinr is the model; trilinear and tricubic are the interpolation baselines."""
 MODEL_METHOD = "cycleinr"
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "float32")
+"""auto: bfloat16 where the device computes it natively (a GPU; a CPU with AMX or AVX512-BF16: the encoder
+only), float32 elsewhere; float32: float32 everywhere, the same numbers on every machine."""
 PROFILES = ("average", "gaussian", "skip")
 """Slice profiles: average (a contiguous slab), gaussian (a smooth profile), skip (thin slices with gaps)."""
 DEFAULT_PROFILE = "average"
@@ -38,6 +41,11 @@ MAX_ADAPT_MINUTES = 24 * 60.0
 def check_method(method: str) -> None:
     if method not in METHODS:
         raise CycleINRError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise CycleINRError(f"unknown precision {precision!r}; choose {' or '.join(PRECISIONS)}")
 
 
 def check_ensemble(method: str, ensemble: bool) -> None:

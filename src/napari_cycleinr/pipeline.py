@@ -264,12 +264,13 @@ def _super_resolve(
 
 
 def _options(request: Request, device: torch.device) -> Any:
-    """Inference settings for the device with the request's threads; None (the device's own) without."""
-    if not request.threads:
+    """Inference settings for the device with the request's threads and precision; None (the device's own)
+    when the request leaves both at their defaults."""
+    if not request.threads and request.precision == "auto":
         return None
     from napari_cycleinr.runtime.tuning import InferenceOptions
 
-    return replace(InferenceOptions.for_device(device), threads=request.threads)
+    return replace(InferenceOptions.for_device(device), threads=request.threads, amp=request.precision == "auto")
 
 
 def _finish_target(

@@ -24,6 +24,7 @@ from napari_cycleinr.options import (
     check_ensemble,
     check_method,
     check_noise_weight,
+    check_precision,
     check_slice_profile,
     check_smoothing,
 )
@@ -171,10 +172,13 @@ class Request:
     """Integer input gives integer output (rounded and clipped); False: float32."""
     threads: int = 0
     """Torch CPU threads; 0: the idle cores."""
+    precision: str = "auto"
+    """options.PRECISIONS."""
 
     def __post_init__(self) -> None:
         check_method(self.method)
         check_ensemble(self.method, self.ensemble)
+        check_precision(self.precision)
         if self.profile_source not in PROFILE_SOURCES:
             raise CycleINRError(f"unknown profile source {self.profile_source!r}")
         if self.adapt is not None and self.method != MODEL_METHOD:

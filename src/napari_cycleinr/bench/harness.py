@@ -121,6 +121,7 @@ class Case:
     memmap: bool = False
     """Input and output as memory-mapped files (the scaling series), so they are not anonymous memory."""
     warmup: bool = True
+    precision: str = "auto"
 
 
 def run_case(case: Case) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def run_case(case: Case) -> dict[str, Any]:
     compute = case.device if case.method == "cycleinr" else "cpu"  # the interpolations run on the CPU
     # the profile is named, so the figures are inference alone (finding it costs about a second more)
     request = Request(method=case.method, weights=case.model, device=compute, threads=case.threads,
-                      profile_source="user")
+                      profile_source="user", precision=case.precision)
     engine = pipeline.prepare(request)
     volume = benchmark_volume(case.shape, case.source)
 
@@ -181,6 +182,7 @@ def _figures(case: Case, record: dict, seconds: float, voxels: int, output_bytes
         "factor": case.factor,
         "device": record["device"],
         "threads": _threads_used(case.method, record, device),
+        "precision": _precision_used(case, device),
         "seconds": round(seconds, 4),
         "output_voxels": voxels,
         "output_mb": round(output_bytes / MB, 1),
@@ -191,6 +193,19 @@ def _figures(case: Case, record: dict, seconds: float, voxels: int, output_bytes
         "peak_cuda_mb": None if peak_cuda is None else round(peak_cuda, 1),
         "memmap": case.memmap,
     }
+
+
+def _precision_used(case: Case, device: Any) -> str:
+    """What the network computed in: 'bf16 encoder' on a CPU with native bf16, 'bf16' on CUDA, else float32."""
+    from napari_cycleinr.model.fast_path import encoder_dtype
+    from napari_cycleinr.runtime.tuning import InferenceOptions
+
+    if case.method != "cycleinr":
+        return "float32"
+    import torch
+
+    bf16 = encoder_dtype(device, InferenceOptions(amp=case.precision == "auto")) == torch.bfloat16
+    return ("bf16" if device.type == "cuda" else "bf16 encoder") if bf16 else "float32"
 
 
 def _threads_used(method: str, record: dict[str, Any], device: Any) -> int | None:
@@ -212,7 +227,7 @@ def run_isolated(case: Case) -> dict[str, Any]:
 def machine_info(device: str) -> dict[str, Any]:
     import torch
 
-    from napari_cycleinr.runtime.devices import resolve_device
+    from napari_cycleinr.runtime.devices import cpu_computes_bfloat16, resolve_device
     from napari_cycleinr.runtime.threads import available_cores, busy_elsewhere
 
     cpu = platform.processor() or platform.machine()
@@ -231,6 +246,7 @@ def machine_info(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "load_average_start": [round(v, 2) for v in os.getloadavg()],
         "cores_busy_elsewhere_start": round(busy_elsewhere(0.5), 2),
+        "cpu_native_bf16": cpu_computes_bfloat16(),
     }
     torch_device = resolve_device(device)
     if torch_device.type == "cuda":
@@ -251,6 +267,7 @@ def run_benchmark(
     source: str | None = None,
     isolate: bool = True,
     log: Callable[[str], None] = print,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Every method on every size, then the CycleINR scaling series; a JSON-ready report."""
     from napari_cycleinr import __version__
@@ -262,7 +279,7 @@ def run_benchmark(
     if not sizes and not scaling:
         raise CycleINRError("nothing to benchmark: give at least one size or one scaling slice count")
     run = run_isolated if isolate else run_case
-    base = Case("cycleinr", (1, 1, 1), factor, device, threads, model, source)
+    base = Case("cycleinr", (1, 1, 1), factor, device, threads, model, source, precision=precision)
     report: dict[str, Any] = {"version": __version__, "factor": factor, "isolated": isolate}
     report["machine"] = machine_info(device)
     results = []

@@ -55,6 +55,7 @@ def case_line(result: dict[str, Any], prefix: str = "") -> str:
     return (
         f"{label}{result['method']} {result['size']} x{result['factor']:g}: {result['seconds']:.2f} s, "
         f"{result['voxels_per_second'] / 1e6:.2f} Mvoxel/s, peak RSS {result['peak_rss_mb']:.0f} MB"
+        + (f", {result['precision']}" if result.get("precision", "float32") != "float32" else "")
     )
 
 
@@ -68,20 +69,21 @@ def format_report(report: dict[str, Any]) -> str:
         f"napari-cycleinr {report['version']} benchmark, x{report['factor']:g} along z"
         + ("" if report.get("isolated", True) else " (in one process)"),
         f"machine: {machine['cpu']}, {machine['cores_available']} cores available, torch {machine['torch']}"
+        + (", native bf16" if machine.get("cpu_native_bf16") else "")
         + (f", GPU {machine['gpu']}" if "gpu" in machine else ""),
         f"load average at start {machine['load_average_start'][0]:.2f}, "
         f"cores busy with other work {machine['cores_busy_elsewhere_start']:.2f}"
         + (f"; at end {machine['load_average_end'][0]:.2f}" if "load_average_end" in machine else ""),
         "",
         f"{'input (x*y*z)':<14} {'method':<10} {'device':<7} {'threads':>7} {'seconds':>9} {'Mvoxel/s':>9} "
-        f"{'peak RSS MB':>11} {'+RSS MB':>8} {'CUDA MB':>8}",
+        f"{'peak RSS MB':>11} {'+RSS MB':>8} {'CUDA MB':>8}  precision",
     ]
     for r in report["results"]:
         lines.append(
             f"{r['size']:<14} {r['method']:<10} {r['device']:<7} {r['threads'] or '-':>7} "
             f"{r['seconds']:>9.2f} "
             f"{r['voxels_per_second'] / 1e6:>9.2f} {r['peak_rss_mb']:>11.0f} {r['rss_increase_mb']:>8.0f} "
-            f"{_mb(r['peak_cuda_mb']):>8}"
+            f"{_mb(r['peak_cuda_mb']):>8}  {r.get('precision', 'float32')}"
         )
     for size, ratio in report.get("cycleinr_over_tricubic", {}).items():
         lines.append(f"CycleINR / tricubic time at {size}: {ratio:.2f}")

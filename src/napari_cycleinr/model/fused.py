@@ -6,6 +6,7 @@ against the model's own forward pass.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from napari_cycleinr.model.cycleinr import CycleINR
@@ -28,6 +29,17 @@ from napari_cycleinr.model.position import sinusoidal
 #    per interval; what differs per output slice (its offset embeddings) enters through small matmuls.
 # Queries are evaluated as whole slices of a tile in chunks of a few thousand, in big batched tensor ops.
 # ---------------------------------------------------------------------------------------------------------
+
+
+def _augmented(weight: torch.Tensor, bias: torch.Tensor, keep_one: bool) -> torch.Tensor:
+    """(In, Out) weight and its bias -> (In + 1, Out [+ 1]) for inputs whose last column is 1: the bias is the
+    last row; keep_one adds an output column that is 1 again (ReLU keeps it), for the next layer's bias."""
+    rows = torch.cat([weight, bias[None, :]])
+    if keep_one:
+        one = torch.zeros((rows.shape[0], 1), dtype=rows.dtype, device=rows.device)
+        one[-1] = 1
+        rows = torch.cat([rows, one], dim=1)
+    return rows.contiguous()
 
 
 def is_standard(model: CycleINR) -> bool:
@@ -65,29 +77,43 @@ class FusedModel:
             self.head_mask = channel_head[None, :] == heads[:, None]  # (H, C)
         else:
             weights, biases = [w_codes], [torch.zeros_like(bias1)]
-        # one (weight, bias) per part, each part its own contiguous tensor: strided slices of one wide
-        # projection made every elementwise operation of the decoder several times slower
-        self.parts = [(w.T.contiguous().to(dtype), b.to(dtype)) for w, b in zip(weights, biases)]
+        # Biases ride as one more input row against a constant-1 input column (see _augmented): a matrix
+        # product with a bias first copies the bias into every output row, which cost more than the product.
+        # Each part of the projection is its own contiguous tensor: strided slices of one wide projection
+        # made every elementwise operation of the decoder several times slower.
+        self.parts = [_augmented(w.T, b, keep_one=w is w_codes).to(dtype) for w, b in zip(weights, biases)]
         self.bias1 = bias1
-        self.hidden = [(lin.weight.T.contiguous().to(dtype), lin.bias.to(dtype)) for lin in linears[1:-1]]
-        self.last = (last.weight.T.contiguous().to(dtype), last.bias.to(dtype))
+        if self.attention is not None:
+            self.merge = F.pad(self.merge, (0, 1))  # nothing into layer 1's constant column
+        self.hidden = [_augmented(lin.weight.T, lin.bias, keep_one=True).to(dtype) for lin in linears[1:-1]]
+        self.last = _augmented(last.weight.T, last.bias, keep_one=False).to(dtype)
 
     @property
     def part_widths(self) -> list[int]:
-        return [w.shape[1] for w, _ in self.parts]
+        return [w.shape[1] for w in self.parts]
 
     def project(self, codes: torch.Tensor, out: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
-        """(P, C) latent codes of one slice -> the per-code terms [keys, values, queries, layer 1] (attention)
-        or [layer 1], each (P, width)."""
-        codes = codes.to(self.dtype)
+        """(P, C + 1) latent codes of one slice, a last column of ones appended (see augment) -> the per-code
+        terms [keys, values, queries, layer 1] (attention) or [layer 1], each (P, width); layer 1 carries
+        the constant-1 column on to the hidden layers."""
         targets = out or [None] * len(self.parts)
-        return [torch.addmm(b, codes, w, out=o) for (w, b), o in zip(self.parts, targets)]
+        return [torch.mm(codes, w, out=o) for w, o in zip(self.parts, targets)]
+
+    def augment(self, codes: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., C) codes of any dtype and strides (an in-plane crop of a latent slice) -> (P, C + 1) in the
+        compute dtype, last column 1, in one copy."""
+        pixels = codes.numel() // codes.shape[-1]
+        if out is None:
+            out = torch.empty((pixels, codes.shape[-1] + 1), dtype=self.dtype, device=codes.device)
+        out.view(*codes.shape[:-1], -1)[..., :-1].copy_(codes)
+        out[:, -1] = 1
+        return out
 
     def slice_terms(self, frac: torch.Tensor, offsets: torch.Tensor, cell: torch.Tensor) -> dict:
         """What depends only on the output slice (never on the pixel), for an interval's Qf slices: frac (Qf,)
         their positions' fractional parts, offsets (Qf, K) from their neighbours."""
         context = torch.cat([sinusoidal(frac, self.frequencies), cell.expand(frac.shape)[:, None]], dim=-1)
-        context_layer1 = context @ self.w_context.T + self.bias1  # (Qf, W)
+        context_layer1 = F.pad(context @ self.w_context.T + self.bias1, (0, 1))  # (Qf, W + 1): 0 for the 1s
         terms = {"layer1": context_layer1.to(self.dtype)}
         if self.attention is not None:
             att, mask = self.attention, self.head_mask.to(torch.float32)
@@ -148,9 +174,9 @@ class FusedModel:
             layer1.view(qf * n, -1).addmm_(attended.view(qf * n, ch), self.merge)
             layer1.baddbmm_(weights.view(qf, n, k * h), terms["vpos_layer1"])  # + the layer-1 term
         x = layer1.relu_().view(qf * n, -1)
-        for weight, bias in self.hidden:
-            x = torch.addmm(bias, x, weight).relu_()
-        out = torch.addmm(self.last[1], x, self.last[0]).view(qf, n).float()
+        for weight in self.hidden:
+            x = torch.mm(x, weight).relu_()
+        out = torch.mm(x, self.last).view(qf, n).float()
         if self.residual:
             out += torch.lerp(intensity_lower[None], intensity_upper[None], t.view(qf, 1))
         return out

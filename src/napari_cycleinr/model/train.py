@@ -33,7 +33,7 @@ from napari_cycleinr.runtime.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.model.checkpoint import load_model, load_resume_state, save_model, save_resume_state
 from napari_cycleinr.model.cycleinr import CycleINR
 from napari_cycleinr.model.grow import grow_model
-from napari_cycleinr.runtime.devices import resolve_device
+from napari_cycleinr.runtime.devices import cpu_computes_bfloat16, resolve_device
 from napari_cycleinr.model.losses import cycle_loss, fit_loss, noise_consistency_loss, z_gradient_loss
 from napari_cycleinr.model.pair_model import PairPredictor, pair_queries, predict_pair
 from napari_cycleinr.model.pairs import Pair, TrainingVolume, sample_pair
@@ -138,15 +138,6 @@ def training_step(
 
 
 @functools.cache
-def cpu_computes_bfloat16() -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), where bf16 convolutions run about
-    twice as fast as float32; elsewhere they are emulated and slower."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and torch.backends.mkldnn.is_available()
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def query_columns(
     height: int, width: int, config: TrainConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, tuple[int, int] | None]:
