@@ -2,6 +2,7 @@
 function as the model's own forward pass, for every architecture option, at any slab and tile size."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from napari_cycleinr.model.cycleinr import CycleINR
 from napari_cycleinr.model.infer import InferenceOptions, output_finisher, predict, super_resolve
 from napari_cycleinr.runtime import threads
 from napari_cycleinr.volume import Volume
+
+LIDC = Path(__file__).parent / "data" / "ct_lidc0002_crop_128x128x40_1p25mm.nii.gz"
 
 
 def _random_model(config, seed=0):
@@ -50,7 +53,8 @@ def test_fast_path_equals_the_model_forward(tiny_config, variant):
     for factor in (2.0, 3.7):
         positions = (np.arange(int(round(13 * factor))) + 0.5) / factor - 0.5  # reaches beyond both ends
         reference = _whole(model, lr, positions, factor)
-        small, large = InferenceOptions(slab=1, tile=7, pixels_per_call=16), InferenceOptions(slab=5, tile=100)
+        exact = InferenceOptions(amp=False)  # float32 throughout, whatever this CPU computes natively
+        small, large = replace(exact, slab=1, tile=7, pixels_per_call=16), replace(exact, slab=5, tile=100)
         for options in (small, large):
             fast = predict("cycleinr", lr, positions, 1 / factor, model=model, options=options)
             assert np.abs(fast - reference).max() < 2e-5, (variant, factor, options)
@@ -58,11 +62,12 @@ def test_fast_path_equals_the_model_forward(tiny_config, variant):
 
 def test_fast_and_generic_paths_agree_on_a_real_scan(ct_volume, tiny_model):
     volume = Volume(ct_volume.data[:12], ct_volume.affine, ct_volume.file_axes, ct_volume.metadata)
-    fast = super_resolve(volume, factor=2.5, model=tiny_model, device="cpu", keep_dtype=False)
+    exact = InferenceOptions(amp=False)
+    fast = super_resolve(volume, factor=2.5, model=tiny_model, device="cpu", keep_dtype=False, options=exact)
     slow = InferenceOptions(fast=False)
     generic = super_resolve(volume, factor=2.5, model=tiny_model, device="cpu", keep_dtype=False, options=slow)
     assert np.abs(fast.data - generic.data).max() < 0.05  # HU
-    rounded = super_resolve(volume, factor=2.5, model=tiny_model, device="cpu")
+    rounded = super_resolve(volume, factor=2.5, model=tiny_model, device="cpu", options=exact)
     assert rounded.data.dtype == volume.data.dtype
     assert np.abs(rounded.data.astype(np.float32) - generic.data).max() <= 0.55
 
@@ -71,10 +76,31 @@ def test_bf16_path_runs_and_stays_close(monkeypatch, tiny_model):
     """The CUDA path computes in bfloat16; run the same code on the CPU to check its dtypes line up."""
     lr = np.random.default_rng(0).random((9, 20, 20)).astype(np.float32)
     positions = (np.arange(27) + 0.5) / 3 - 0.5
-    exact = predict("cycleinr", lr, positions, 1 / 3, model=tiny_model)
+    exact = predict("cycleinr", lr, positions, 1 / 3, model=tiny_model, options=InferenceOptions(amp=False))
     monkeypatch.setattr(fast_path, "compute_dtype", lambda device, options: torch.bfloat16)
+    monkeypatch.setattr(fast_path, "encoder_dtype", lambda device, options: torch.bfloat16)
     approx = predict("cycleinr", lr, positions, 1 / 3, model=tiny_model)
     assert approx.dtype == np.float32 and np.abs(approx - exact).max() < 0.02
+
+
+def test_bf16_encoder_keeps_the_bundled_models_scores_on_real_ct(monkeypatch):
+    """The CPU fast path with its bf16 encoder (forced here, so it runs on any CPU) against the bundled model's
+    own float32 forward pass, on real thin CT made 4x thicker: the scores the issue bounds stay put."""
+    from napari_cycleinr.io import read_volume
+    from napari_cycleinr.model.checkpoint import bundled_model_path, load_model
+    from napari_cycleinr.model.evaluate import metric_window, simulate_thick
+    from napari_cycleinr.model.metrics import psnr, ssim
+
+    model = load_model(bundled_model_path("mixed"))
+    thin = read_volume(LIDC)
+    thick, reference, positions, intensities = simulate_thick(thin, 4.0, "average", "CT")
+    plain = intensities.denormalise(_whole(model, thick, positions, 4.0))
+    monkeypatch.setattr(fast_path, "encoder_dtype", lambda device, options: torch.bfloat16)
+    fast = intensities.denormalise(predict("cycleinr", thick, positions, 0.25, model=model, device="cpu"))
+    window = metric_window(reference, "CT")
+    assert abs(psnr(reference, fast, window) - psnr(reference, plain, window)) < 0.05
+    assert abs(ssim(reference, fast, window) - ssim(reference, plain, window)) < 0.001
+    assert np.abs(fast - plain).mean() < 1.0  # HU
 
 
 @pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.int8, np.int32, np.float32, np.float64])
