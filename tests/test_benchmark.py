@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULT_KEYS = {
     "method", "size", "input_shape", "output_shape", "factor", "device", "threads", "seconds",
     "output_voxels", "output_mb", "voxels_per_second", "peak_rss_mb", "rss_increase_mb", "working_memory_mb",
-    "peak_cuda_mb", "memmap",
+    "peak_cuda_mb", "memmap", "precision",
 }
 
 
