@@ -49,16 +49,33 @@ def _intervals(positions: np.ndarray, n: int, neighbours: int) -> list[_Interval
     return out
 
 
-def _stream_plan(intervals: list[_Interval], n: int, slab: int, lag: int) -> list[tuple[int, int, int]]:
-    """(feed_stop, first interval, stop interval) per encoder step: which intervals become decodable."""
-    plan, i = [], 0
-    for start in range(0, n, slab):
-        stop = min(n, start + slab)
-        ready = n if stop == n else max(0, stop - lag)  # latent slices [0, ready) are final
+Step = tuple[int, int, int, int]
+"""(feed_stop, ready, first interval, stop interval): feed the input up to feed_stop, hold latent slices
+[0, ready) in the window, then decode intervals [first, stop)."""
+
+
+def _stream_plan(intervals: list[_Interval], n: int, slab: int, lag: int) -> list[Step]:
+    """The steps of one tile's stream. Feeding the last chunk makes the encoder's last `lag` slices final at
+    once; they enter the window a slab at a time, the intervals they complete decoded in between, so the
+    window never holds many more slices than a step in the middle of the scan needs."""
+    plan: list[Step] = []
+    i = 0
+
+    def step(stop: int, ready: int) -> None:
+        nonlocal i
         i0 = i
         while i < len(intervals) and max(intervals[i].lower + 1, int(intervals[i].neighbours[-1])) < ready:
             i += 1
-        plan.append((stop, i0, i))
+        plan.append((stop, ready, i0, i))
+
+    for start in range(0, n, slab):
+        stop = min(n, start + slab)
+        if stop < n:
+            step(stop, max(0, stop - lag))
+            continue
+        for ready in range(max(0, stop - lag), n, slab):
+            step(stop, ready)
+        step(stop, n)
     return plan
 
 
@@ -69,7 +86,7 @@ def count_fast_blocks(
     intervals = _intervals(positions, shape[0], model.config.neighbours)
     plan = _stream_plan(intervals, shape[0], options.slab, model.config.blocks)
     tiles = len(balanced_tiles(shape[1], options.tile)) * len(balanced_tiles(shape[2], options.tile))
-    return sum(1 for _, i0, i1 in plan if i1 > i0) * tiles
+    return sum(1 for *_, i0, i1 in plan if i1 > i0) * tiles
 
 
 def compute_dtype(device: torch.device, options: InferenceOptions) -> torch.dtype:
@@ -136,7 +153,7 @@ def _tile_blocks(
     geometry: dict[str, torch.Tensor],
     cell: torch.Tensor,
     intervals: list[_Interval],
-    plan: list[tuple[int, int, int]],
+    plan: list[Step],
     options: InferenceOptions,
     workers: Workers,
     cancel: CancelCheck | None,
@@ -159,21 +176,23 @@ def _tile_blocks(
     pixels = (rows.stop - rows.start) * (cols.stop - cols.start)
     queries = max(1, options.pixels_per_call * options.slices_per_call)
     encoder = StreamingEncoder(fused.model.encoder, encoder_dtype(device, options))
-    capacity = _window_capacity(intervals, plan, n, fused.model.config.blocks)
+    capacity = _window_capacity(intervals, plan)
     codes = _Window(fused, pixels, capacity, device)
     intensity: dict[int, torch.Tensor] = {}
+    pending: list[torch.Tensor] = []  # latent slices computed, not yet in the window
     fed = ready = 0
-    for stop, i0, i1 in plan:
+    for stop, target, i0, i1 in plan:
         raise_if_cancelled(cancel)
-        chunk = to_device(lr[fed:stop, ylo:yhi, xlo:xhi], device)
-        latent = encoder.push(chunk, final=stop == len(lr))
-        fed = stop
-        if latent.shape[0]:
-            planes = to_device(lr[ready : ready + latent.shape[0], rows, cols], device).view(-1, pixels)
-            for s in range(latent.shape[0]):
-                codes.put(ready + s, latent[s, inner_rows, inner_cols])
+        if stop > fed:
+            chunk = to_device(lr[fed:stop, ylo:yhi, xlo:xhi], device)
+            pending.extend(encoder.push(chunk, final=stop == len(lr)))
+            fed = stop
+        if target > ready:
+            planes = to_device(lr[ready:target, rows, cols], device).view(-1, pixels)
+            for s in range(target - ready):
+                codes.put(ready + s, pending.pop(0)[inner_rows, inner_cols])
                 intensity[ready + s] = planes[s]
-            ready += latent.shape[0]
+            ready = target
         if i1 == i0:
             continue
         j0, j1 = intervals[i0].j0, intervals[i1 - 1].j1
@@ -240,11 +259,10 @@ def _decode_chunk(decode, into, lower, upper, near, below, above, p, t, term, ca
         into.copy_(values)
 
 
-def _window_capacity(intervals: list[_Interval], plan: list[tuple[int, int, int]], n: int, lag: int) -> int:
+def _window_capacity(intervals: list[_Interval], plan: list[Step]) -> int:
     """The most latent slices a tile holds at once, replaying the stream plan."""
     keep = most = 0
-    for stop, i0, i1 in plan:
-        ready = n if stop == n else max(0, stop - lag)
+    for _, ready, i0, i1 in plan:
         most = max(most, ready - keep)
         if i1 > i0:
             following = intervals[i1] if i1 < len(intervals) else None

@@ -12,8 +12,10 @@ class InferenceOptions:
     slab: int = 4
     """Input slices per step: the encoder streams through z this many at a time (the generic path encodes
     slabs of this many plus a halo)."""
-    tile: int = 160
-    """In-plane tile edge in pixels (the encoder recomputes a halo of a few pixels around it)."""
+    tile: int = 256
+    """In-plane tile edge in pixels. The 12-block encoder recomputes a 29-pixel halo around each tile: at 160
+    (tiles of 128 on a 512 grid) that was 2.1x the tile's own encoder work, at 256 it is 1.5x; 512x512x60 at
+    x5 went from 42 to 38 s for about 200 MB more memory (docs/performance.md)."""
     pixels_per_call: int = 2048
     slices_per_call: int = 4
     """Queries per decoder call = pixels x slices: about 8,000 keeps the MLP in cache on CPU (4,000 and
