@@ -8,7 +8,7 @@ from napari_cycleinr import pipeline
 from napari_cycleinr.cli import main
 from napari_cycleinr.io import read_volume
 from napari_cycleinr.request import Request, target
-from tests.conftest import CT_3MM, DATA
+from tests.conftest import CT_3MM, DATA, MR_3MM
 
 PHILIPS = DATA / "dicom" / "ct_philips_2slices"
 
@@ -41,6 +41,29 @@ def test_without_a_record_the_estimate_is_told_and_the_mixed_weights_answer():
     assert found.source == "estimate" and not found.confident
     assert request.weights == "mixed" and request.profile == "average"  # consistency keeps the default
     assert "not known (the image suggests" in found.describe()
+
+
+@pytest.mark.parametrize(
+    ("settings", "weights"),
+    [
+        ({"profile": None}, "mr"),  # no record: the MR weights where a CT would get mixed
+        ({"profile": "skip", "profile_source": "user"}, None),  # a known profile: its own weights
+        ({"profile": None, "weights": "mixed"}, "mixed"),  # weights the user names are kept
+        ({"profile": None, "method": "tricubic"}, None),
+    ],
+)
+def test_an_mr_of_unknown_profile_gets_the_weights_trained_with_mr(settings, weights):
+    volume = read_volume(MR_3MM)
+    request, _ = pipeline.settle_profile(Request(**settings), volume)
+    assert request.weights == weights
+
+
+def test_the_mr_weights_answer_an_mr_and_say_so():
+    volume = read_volume(MR_3MM)
+    result = pipeline.run(Request(profile=None).with_targets([target(20, 3.0, "factor", 2.0)]), volume)
+    record = result.outputs[0].volume.metadata["super_resolution"]
+    assert record["model"].endswith("mr.safetensors") and record["modality"] == "MR"
+    assert result.slice_profile.describe().endswith("; the weights trained with MR")
 
 
 def test_an_interpolation_needs_no_profile():

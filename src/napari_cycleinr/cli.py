@@ -143,7 +143,8 @@ def _volume_arguments(parser: argparse.ArgumentParser, what: str, or_folder: str
     target.add_argument("--spacing", type=float, help="target slice spacing in mm, e.g. 1")
     parser.add_argument(
         "--model", help="a .safetensors checkpoint, or bundled weights: default (those for the slice profile; the default), "
-        "mixed (trained on every slice profile), average (contiguous slabs), gaussian or skip (thin slices with gaps)",
+        "mixed (trained on every slice profile), average (contiguous slabs), gaussian or skip (thin slices with gaps), "
+        "mr (mixed fine-tuned with an MR: the default for an MR of unknown profile)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--float", action="store_true", help="write float32 instead of the input's integer type")

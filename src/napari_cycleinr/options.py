@@ -20,6 +20,9 @@ only), float32 elsewhere; float32: float32 everywhere, the same numbers on every
 PROFILES = ("average", "gaussian", "skip")
 """Slice profiles: average (a contiguous slab), gaussian (a smooth profile), skip (thin slices with gaps)."""
 DEFAULT_PROFILE = "average"
+MR_WEIGHTS = "mr"
+"""The bundled weights an MR of unknown slice profile gets where a CT gets `mixed`: `mixed` fine-tuned with an
+MR among its training scans (docs/results.md, "MR in training")."""
 PROFILE_SOURCES = ("default", "user", "header", "estimate")
 """Where a request's slice profile came from: nobody said (the default), the user, the file's header, or an
 estimate from the image."""

@@ -69,6 +69,8 @@ class SliceProfile:
     confidence: float | None = None
     """0-1 for an estimate; None for a recorded or chosen profile."""
     detail: str = ""
+    fallback: str = "the mixed-profile weights"
+    """What answers when the profile is not known (an MR gets the weights trained with MR)."""
 
     @property
     def confident(self) -> bool:
@@ -80,7 +82,7 @@ class SliceProfile:
         text = f"slice profile: {names[self.kind]}"
         if self.source == "estimate" and not self.confident:
             return (f"slice profile: not known (the image suggests {names[self.kind]}, confidence "
-                    f"{self.confidence:.2f}); the mixed-profile weights")
+                    f"{self.confidence:.2f}); {self.fallback}")
         if self.source == "estimate":
             text += f", estimated from the image (confidence {self.confidence:.2f})"
         elif self.source == "header":

@@ -32,10 +32,12 @@ BUNDLED_MODELS = {
     "average": "average.safetensors",
     "gaussian": "gaussian.safetensors",
     "skip": "skip.safetensors",
+    "mr": "mr.safetensors",
 }
 """Weights shipped in the package, by the name `--model` and load_model accept. `mixed` is trained on every
 slice profile (slab average, Gaussian, skipped slices); `average`, `gaussian` and `skip` are it fine-tuned on
-one profile each (docs/model.md)."""
+one profile each (docs/model.md); `mr` is it fine-tuned with an MR among the training scans, what an MR of
+unknown profile gets (pipeline.settle_profile)."""
 PROFILE_MODELS = {"average": "average", "gaussian": "gaussian", "skip": "skip"}
 """The bundled weights for each slice profile: the default model is the one for the scan's profile."""
 DEFAULT_PROFILE = "average"
