@@ -6,7 +6,7 @@ import torch
 
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.model.checkpoint import load_model
-from napari_cycleinr.model.train import learning_rate, train
+from napari_cycleinr.model.train import learning_rate, query_columns, train
 from napari_cycleinr.model.train_config import TrainConfig, load_train_config
 from tests.conftest import CT_3MM, CT_HEAD
 
@@ -204,3 +204,12 @@ def test_a_damaged_resume_is_one_message(tmp_path, tiny_config):
     with pytest.raises(CycleINRError, match="state.pt is not a resume state this package wrote"):
         train(config, run, resume=True, device="cpu", log=lambda s: None)
     assert not list(run.glob(".*"))  # no temporary left
+
+
+def test_query_columns_draw_anew_on_every_call():
+    """Each step's decoded pixels are a fresh draw from the step's generator (nothing cached across calls)."""
+    rng = np.random.default_rng(0)
+    config = TrainConfig(query_pixels=64)
+    first, _ = query_columns(32, 32, config, rng)
+    second, _ = query_columns(32, 32, config, rng)
+    assert len(first) == len(second) == 64 and not torch.equal(first, second)

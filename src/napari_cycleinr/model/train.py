@@ -11,7 +11,6 @@ effective batch is batch x world size.
 
 from __future__ import annotations
 
-import functools
 import gc
 import math
 import sys
@@ -137,7 +136,6 @@ def training_step(
     return loss, fit, cycle
 
 
-@functools.cache
 def query_columns(
     height: int, width: int, config: TrainConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, tuple[int, int] | None]:

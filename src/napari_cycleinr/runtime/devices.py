@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterator
 
 import numpy as np
@@ -36,6 +37,7 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     raise CycleINRError(f"unknown device {name!r}; choose auto, cpu or cuda")
 
 
+@functools.cache
 def cpu_computes_bfloat16() -> bool:
     """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), where bf16 convolutions run 3-4
     times as fast as float32; elsewhere they are emulated and slower."""
