@@ -130,6 +130,7 @@ def process_folder(
     consistency: ConsistencyOptions | None = None,
     ensemble: bool = False,
     precision: str = "auto",
+    texture: float = 0.0,
     rank: int | None = None,
     world_size: int | None = None,
     log: Log = print,
@@ -143,7 +144,8 @@ def process_folder(
     the end); given explicitly, this process just does its share and meets no one. consistency adds the
     data-consistency step to each output; profile (the scans' slice profile) picks the bundled weights when
     model is None or `default`; ensemble runs each scan twice, the second time reversed along z,
-    and writes the mean (super_resolve).
+    and writes the mean (super_resolve); texture adds the scan's own noise texture, this strength of it
+    (texture.py).
     """
     from napari_cycleinr import pipeline
     from napari_cycleinr.model.distributed import rank_and_world, shard
@@ -154,7 +156,7 @@ def process_folder(
         rank, world_size = rank_and_world()
     kind, value = _target_kind(factor, spacing)  # a bad factor is one error for the run, not one per file
     request = _folder_request(method, model, profile, device, modality, keep_dtype, threads, consistency, ensemble)
-    request = replace(request, precision=precision)
+    request = replace(request, precision=precision, texture=texture)
     if world_size > 1:
         request = _rank_placement(request, rank, int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
     engine = pipeline.prepare(request)

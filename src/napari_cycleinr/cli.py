@@ -197,6 +197,12 @@ def _consistency_arguments(parser: argparse.ArgumentParser) -> None:
         "keeps the thick slices' noise out of the correction, for even noise at a small cost in PSNR (default 0: all)",
     )
     parser.add_argument(
+        "--texture", type=float, default=0.0, metavar="STRENGTH",
+        help="add the scan's own noise texture to every new slice, 0 to 1 (1: the noise of slices acquired at the "
+        "new spacing): the lines at the acquired slice period fade and the slices look less smooth, for some "
+        "accuracy (x5 CT: 0.2 dB of PSNR at 1). Default 0: none",
+    )
+    parser.add_argument(
         "--thickness", type=float, default=1.0,
         help="slice thickness over slice spacing (default 1: contiguous slices; 1.5 for 3 mm slices every 2 mm)",
     )

@@ -132,6 +132,7 @@ def _request(args: argparse.Namespace, adapt: bool):
         ensemble=args.ensemble, consistency=args.consistency, consistency_smoothing=args.consistency_smoothing,
         reference=args.reference, source=args.input, output=args.output, device=args.device,
         modality=args.modality, keep_dtype=not args.float, threads=args.threads, precision=args.precision,
+        texture=args.texture,
     )
 
 
@@ -179,14 +180,15 @@ class _Reporter:
             self.bar = _progress_printer(f"{self.request.method} on {self.device}")
         elif step.phase in ("adapting", "blocks") and self.bar is not None:
             self.bar(step.done, step.total)
-        elif step.phase in ("adapted", "consistent") and not quiet:
+        elif step.phase in ("adapted", "consistent", "textured") and not quiet:
             print(step.detail.summary())
 
 
 def _check_consistency_arguments(args: argparse.Namespace) -> None:
-    from napari_cycleinr.options import check_smoothing
+    from napari_cycleinr.options import check_smoothing, check_texture
 
     check_smoothing(args.consistency_smoothing)
+    check_texture(args.texture)
     if args.consistency_smoothing and not args.consistency:
         raise CycleINRError("--consistency-smoothing changes the --consistency step: add --consistency")
 
@@ -224,6 +226,7 @@ def _upsample_folder(args: argparse.Namespace) -> int:
             else None
         ),
         ensemble=args.ensemble,
+        texture=args.texture,
         log=(lambda line: None) if args.quiet else (lambda line: print(line, flush=True)),
     )
     if report.rank == 0:  # under torchrun the ranks have pooled their results; one summary is enough

@@ -1,7 +1,7 @@
 """The job, written once: carry out a `Request` on a volume.
 
 device -> weights -> (adapt to the scan) -> for each output grid: super-resolve -> (exact data consistency)
--> (score against the reference) -> (residual image). Progress arrives as `Step`s, cancel is checked between
+-> (noise texture) -> (score against the reference) -> (residual image). Progress arrives as `Step`s, cancel is checked between
 and inside the steps, and when the GPU of the device `auto` runs out of memory the job goes on on the CPU.
 The CLI, the folder runner, the widget and the benchmark call `run`; they turn their input into a Request
 and the `Result` into text, files or layers. This is the one module outside `model/` that calls
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from napari_cycleinr.model.adapt import AdaptReport
     from napari_cycleinr.model.consistency import ConsistencyReport
     from napari_cycleinr.slice_profile import SliceProfile
+    from napari_cycleinr.texture import NoiseSpectrum, TextureReport
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,8 @@ class Step:
     """Something the job started or finished, for a shell to show. Phases, in order: device, load, adapt
     (`target`: the grid it adapts at), adapting (done of total steps or seconds), adapted (detail: the
     AdaptReport), then per target (index `target`):
-    target, blocks (done of total), consistency, consistent (detail: the ConsistencyReport), compare, scored
-    (detail: the TargetResult), residual; fallback (device cpu) whenever the GPU ran out of memory."""
+    target, blocks (done of total), consistency, consistent (detail: the ConsistencyReport), texture, textured
+    (detail: the TextureReport), compare, scored (detail: the TargetResult), residual; fallback (device cpu) whenever the GPU ran out of memory."""
 
     phase: str
     done: int = 0
@@ -57,6 +58,7 @@ class TargetResult:
     volume: Volume
     """The super-resolved volume; its metadata["super_resolution"] records how it was made."""
     consistency: ConsistencyReport | None = None
+    texture: TextureReport | None = None
     scores: dict | None = None
     """Against the reference (model.evaluate.reference_scores), when the reference is on this grid."""
     residual: np.ndarray | None = None
@@ -166,6 +168,7 @@ def run(
     if out is not None and len(request.targets) > 1:
         raise CycleINRError("a preallocated output array holds one target's output")
     request, found = settle_profile(request, volume)
+    noise = _acquired_noise(request, volume)  # before any work: a scan with nothing to measure fails now
     if engine is None:
         engine = prepare(request, progress)
     elif engine.weights_key != weights_key(request):  # a folder's scan that needs other weights
@@ -181,7 +184,7 @@ def run(
         if found is not None:
             sr.metadata["super_resolution"]["slice_profile"] = found.to_record()
         raise_if_cancelled(cancel)
-        done = _finish_target(request, volume, reference, TargetResult(target, sr), index, progress, cancel)
+        done = _finish_target(request, volume, reference, TargetResult(target, sr), index, progress, cancel, noise)
         result.outputs.append(done)
     if current.model is not None:
         result.weights = getattr(current.model, "source", "in-memory model")
@@ -278,10 +281,29 @@ def _options(request: Request, device: torch.device) -> Any:
     return replace(InferenceOptions.for_device(device), threads=request.threads, amp=request.precision == "auto")
 
 
+def _acquired_noise(request: Request, volume: Volume) -> tuple[NoiseSpectrum, float] | None:
+    """The input's noise spectrum and body threshold, when the request adds texture (texture.py)."""
+    if not request.texture:
+        return None
+    from napari_cycleinr.intensity import guess_modality
+    from napari_cycleinr.texture import PATCH, body_level, measure_noise
+
+    modality = (request.modality or volume.metadata.get("modality") or guess_modality(volume.data)).upper()
+    threshold = body_level(volume.data, "CT" if modality == "CT" else "MR")
+    noise = measure_noise(volume.data, threshold)
+    if noise is None:
+        raise CycleINRError(
+            f"the noise texture is measured on flat tissue ({PATCH}-pixel squares inside the body), and this "
+            "scan has none: run without the noise texture"
+        )
+    return noise, threshold
+
+
 def _finish_target(
-    request: Request, volume: Volume, reference: Volume | None, done: TargetResult, index: int, progress, cancel
+    request: Request, volume: Volume, reference: Volume | None, done: TargetResult, index: int, progress, cancel,
+    noise: tuple[NoiseSpectrum, float] | None = None,
 ) -> TargetResult:
-    """The steps after super-resolution: exact data consistency, scores, residual image."""
+    """The steps after super-resolution: exact data consistency, noise texture, scores, residual image."""
     sr = done.volume
     if request.consistency:
         from napari_cycleinr.model.consistency import make_consistent
@@ -293,6 +315,17 @@ def _finish_target(
         )
         _tell(progress, Step("consistent", target=index, detail=done.consistency))
         raise_if_cancelled(cancel)
+    if noise is not None:
+        from napari_cycleinr.texture import add_texture, noise_gain
+
+        _tell(progress, Step("texture", target=index))
+        gain = noise_gain(done.target.factor, request.slice_profile, request.thickness)
+        done.texture = add_texture(
+            sr.data, noise[0], strength=request.texture, gain=gain, threshold=noise[1],
+            cancel=lambda: raise_if_cancelled(cancel),
+        )
+        sr.metadata["super_resolution"]["noise_texture"] = done.texture.to_record()
+        _tell(progress, Step("textured", target=index, detail=done.texture))
     if reference is not None and reference.metadata.get("source_path"):  # writers refuse it (_layers.py)
         sr.metadata["reference_path"] = str(reference.metadata["source_path"])
     if reference is not None and reference.shape == sr.shape:

@@ -27,6 +27,7 @@ from napari_cycleinr.options import (
     check_precision,
     check_slice_profile,
     check_smoothing,
+    check_texture,
 )
 
 ADAPT_NEEDS_CYCLEINR = (
@@ -155,6 +156,9 @@ class Request:
     """Correct each output so that, degraded back onto the acquired slices, it reproduces the input."""
     consistency_smoothing: float = 0.0
     """Correct only the residual's in-plane low frequencies (Gaussian sigma, pixels); 0: all of it."""
+    texture: float = 0.0
+    """Add the scan's own noise texture to every output slice, this strength of it (0 to 1; 0: none;
+    texture.py): lines at the slab period fade, for some PSNR."""
     residual_image: bool = False
     """Also return, per output, the input minus the output averaged back onto the input slices."""
     reference: str | None = None
@@ -184,6 +188,7 @@ class Request:
         if self.adapt is not None and self.method != MODEL_METHOD:
             raise CycleINRError(ADAPT_NEEDS_CYCLEINR.format(method=self.method))
         check_smoothing(self.consistency_smoothing)
+        check_texture(self.texture)
         if self.adapt is not None or self.consistency:  # the two steps that use the thickness
             check_slice_profile(self.slice_profile, self.thickness)
         elif self.profile is not None:
