@@ -302,6 +302,19 @@ def test_bundled_default_model_runs(viewer_and_widget, qtbot, notes):
     assert_no_traceback_notifications(notes)
 
 
+def test_noise_texture_is_added_recorded_and_told(viewer_and_widget, qtbot, notes, tiny_checkpoint):
+    viewer, widget = viewer_and_widget
+    factors_on_small_sample(viewer, widget, "4", tiny_checkpoint)
+    widget._method.value = "tricubic"
+    widget._texture.value = 0.5
+    assert widget._make_job().texture == 0.5
+    run(widget, qtbot)
+    record = viewer.layers["thick_SRx4"].metadata[KEY]["volume_metadata"]["super_resolution"]
+    assert record["noise_texture"]["strength"] == 0.5 and record["noise_texture"]["added_noise"] > 0
+    assert any("noise texture: added" in m for m in messages(notes, "info"))
+    assert_no_traceback_notifications(notes)
+
+
 def test_mirror_ensemble_is_offered_for_the_model_only_and_recorded(viewer_and_widget, qtbot, notes, tiny_checkpoint):
     from napari_cycleinr.model.checkpoint import load_model
     from napari_cycleinr.model.infer import super_resolve

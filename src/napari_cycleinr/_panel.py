@@ -29,7 +29,7 @@ from napari_cycleinr._profile_label import PROFILE_CHOICES
 from napari_cycleinr._runner import DEVICES, METHODS, SAME_AS_SPACING
 from napari_cycleinr._target_text import VALUES_HELP
 from napari_cycleinr.options import ADAPT_MINUTES as DEFAULT_ADAPT_MINUTES
-from napari_cycleinr.options import ADAPT_MINUTES_RANGE, MAX_SMOOTHING
+from napari_cycleinr.options import ADAPT_MINUTES_RANGE, MAX_SMOOTHING, MAX_TEXTURE
 
 TARGET_CHOICES = (("spacing (mm)", "spacing"), ("factor", "factor"))
 DEFAULT_VALUES = {"spacing": "1.25", "factor": "4"}
@@ -94,6 +94,7 @@ class Panel(Container):
                 self._ensemble,
                 self._exact,
                 self._smoothing,
+                self._texture,
                 self._rendering,
             ],
         )
@@ -218,6 +219,16 @@ class Panel(Container):
             tooltip="correct only the coarse part of the disagreement (a Gaussian of this many pixels), leaving "
             "the thick slices' own noise out of the correction: even noise (no slab-wise horizontal lines) "
             "for a little less fidelity. 0: the exact correction",
+        )
+        self._texture = FloatSpinBox(
+            label="noise texture",
+            value=0.0,
+            min=0.0,
+            max=MAX_TEXTURE,
+            step=0.1,
+            tooltip="adds the scan's own noise texture to every new slice (1: the noise of slices acquired at "
+            "the new spacing): the horizontal lines at the acquired slice period fade and the slices look less "
+            "smooth, for some accuracy (about 0.2 dB at 1). 0: none",
         )
 
     def _on_target_kind(self, kind: str) -> None:

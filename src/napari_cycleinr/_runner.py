@@ -71,6 +71,8 @@ class Job:
     """Correct each output so that, degraded back onto the acquired slices, it reproduces the input."""
     consistency_smoothing: float = 0.0
     """Correct only the residual's in-plane low frequencies (Gaussian sigma, pixels); 0: all of it."""
+    texture: float = 0.0
+    """Add the scan's own noise texture to every new slice, this strength of it (0: none; texture.py)."""
     profile: str | None = "average"
     """Slice profile of the scan (average, gaussian, skip): picks the bundled weights; used by adaptation and
     exact consistency. None: found from the scan by the pipeline (the DICOM record, else the mixed-profile
@@ -93,7 +95,7 @@ def job_request(job: Job) -> Request:
         targets=tuple(job.targets), method=job.method, weights=job.checkpoint or None,
         profile=job.profile or DEFAULT_PROFILE, profile_source="default" if job.profile is None else "user",
         thickness=job.thickness, adapt=adapt, ensemble=job.ensemble,
-        consistency=job.exact_consistency, consistency_smoothing=job.consistency_smoothing,
+        consistency=job.exact_consistency, consistency_smoothing=job.consistency_smoothing, texture=job.texture,
         residual_image=job.consistency, reference=job.reference_name if job.reference is not None else None,
         device=job.device,
     )
@@ -241,6 +243,12 @@ class _Reporter:
         self._after(step, "exact data consistency")
 
     def _consistent(self, step: Any) -> None:
+        self.outcome.notices.append(f"{self._suffix(step.target)}: {step.detail.summary()}")
+
+    def _texture(self, step: Any) -> None:
+        self._after(step, "noise texture")
+
+    def _textured(self, step: Any) -> None:
         self.outcome.notices.append(f"{self._suffix(step.target)}: {step.detail.summary()}")
 
     def _compare(self, step: Any) -> None:

@@ -226,6 +226,7 @@ class SuperResolutionWidget(Panel):
             ensemble=bool(self._ensemble.value) and self._method.value == "cycleinr",
             exact_consistency=bool(self._exact.value),
             consistency_smoothing=float(self._smoothing.value),
+            texture=float(self._texture.value),
             profile=self._profile.value,
             thickness=thickness_over_spacing(float(self._thickness.value), volume.spacing[0]),
         )
