@@ -226,9 +226,9 @@ class Panel(Container):
             min=0.0,
             max=MAX_TEXTURE,
             step=0.1,
-            tooltip="adds the scan's own noise texture to every new slice (1: the noise of slices acquired at "
-            "the new spacing): the horizontal lines at the acquired slice period fade and the slices look less "
-            "smooth, for some accuracy (about 0.2 dB at 1). 0: none",
+            tooltip="gives every new slice its own draw of the scan's noise texture, this many times the "
+            "acquired slices' noise level: the horizontal lines at the acquired slice period fade and the "
+            "slices look less smooth, for some accuracy (little on CT, much on MR). 0: none",
         )
 
     def _on_target_kind(self, kind: str) -> None:

@@ -72,7 +72,7 @@ class Job:
     consistency_smoothing: float = 0.0
     """Correct only the residual's in-plane low frequencies (Gaussian sigma, pixels); 0: all of it."""
     texture: float = 0.0
-    """Add the scan's own noise texture to every new slice, this strength of it (0: none; texture.py)."""
+    """Every new slice gets its own draw of the scan's noise, this many times the acquired level (texture.py)."""
     profile: str | None = "average"
     """Slice profile of the scan (average, gaussian, skip): picks the bundled weights; used by adaptation and
     exact consistency. None: found from the scan by the pipeline (the DICOM record, else the mixed-profile

@@ -144,8 +144,8 @@ def process_folder(
     the end); given explicitly, this process just does its share and meets no one. consistency adds the
     data-consistency step to each output; profile (the scans' slice profile) picks the bundled weights when
     model is None or `default`; ensemble runs each scan twice, the second time reversed along z,
-    and writes the mean (super_resolve); texture adds the scan's own noise texture, this strength of it
-    (texture.py).
+    and writes the mean (super_resolve); texture gives every output slice its own draw of the scan's noise,
+    this many times the acquired level (texture.py).
     """
     from napari_cycleinr import pipeline
     from napari_cycleinr.model.distributed import rank_and_world, shard

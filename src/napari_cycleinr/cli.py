@@ -198,9 +198,9 @@ def _consistency_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--texture", type=float, default=0.0, metavar="STRENGTH",
-        help="add the scan's own noise texture to every new slice, 0 to 1 (1: the noise of slices acquired at the "
-        "new spacing): the lines at the acquired slice period fade and the slices look less smooth, for some "
-        "accuracy (x5 CT: 0.2 dB of PSNR at 1). Default 0: none",
+        help="give every new slice its own draw of the scan's noise texture, 0 to 2 times the acquired slices' "
+        "noise level: the lines at the acquired slice period fade and the slices look less smooth, for some "
+        "accuracy (little on CT, much on MR: docs/results.md). Default 0: none",
     )
     parser.add_argument(
         "--thickness", type=float, default=1.0,

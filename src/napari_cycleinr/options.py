@@ -34,8 +34,8 @@ MAX_THICKNESS = 4.0
 """Slice thickness over slice spacing beyond which a slice profile is not plausible (a typing error)."""
 MAX_SMOOTHING = 10.0
 """Pixels: beyond this the consistency step corrects little but the mean, which is not what anyone asks for."""
-MAX_TEXTURE = 1.0
-"""Noise texture strength 1: the noise of slices acquired at the output spacing (texture.py)."""
+MAX_TEXTURE = 2.0
+"""Noise texture strength, in units of the acquired slices' own noise level (texture.py)."""
 ADAPT_MINUTES = 3.0
 """Default time budget of adapting to a scan."""
 ADAPT_MINUTES_RANGE = (0.5, 60.0)
@@ -94,7 +94,9 @@ def check_smoothing(smoothing: float) -> None:
 
 def check_texture(strength: float) -> None:
     if not (math.isfinite(strength) and 0 <= strength <= MAX_TEXTURE):
-        raise CycleINRError(f"the noise texture strength must be 0 to {MAX_TEXTURE:g}, got {strength:g}")
+        raise CycleINRError(
+            f"the noise texture strength must be 0 to {MAX_TEXTURE:g} (times the acquired slices' noise), got {strength:g}"
+        )
 
 
 def check_adapt_budget(minutes: float, steps: int | None) -> None:

@@ -316,12 +316,11 @@ def _finish_target(
         _tell(progress, Step("consistent", target=index, detail=done.consistency))
         raise_if_cancelled(cancel)
     if noise is not None:
-        from napari_cycleinr.texture import add_texture, noise_gain
+        from napari_cycleinr.texture import add_texture
 
         _tell(progress, Step("texture", target=index))
-        gain = noise_gain(done.target.factor, request.slice_profile, request.thickness)
         done.texture = add_texture(
-            sr.data, noise[0], strength=request.texture, gain=gain, threshold=noise[1],
+            sr.data, noise[0], strength=request.texture, threshold=noise[1],
             cancel=lambda: raise_if_cancelled(cancel),
         )
         sr.metadata["super_resolution"]["noise_texture"] = done.texture.to_record()

@@ -157,8 +157,8 @@ class Request:
     consistency_smoothing: float = 0.0
     """Correct only the residual's in-plane low frequencies (Gaussian sigma, pixels); 0: all of it."""
     texture: float = 0.0
-    """Add the scan's own noise texture to every output slice, this strength of it (0 to 1; 0: none;
-    texture.py): lines at the slab period fade, for some PSNR."""
+    """Give every output slice its own draw of the scan's noise, this many times the acquired slices' level
+    (0 to 2; 0: none; texture.py): lines at the slab period fade, for some PSNR."""
     residual_image: bool = False
     """Also return, per output, the input minus the output averaged back onto the input slices."""
     reference: str | None = None
