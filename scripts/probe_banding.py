@@ -3,8 +3,8 @@
     python scripts/probe_banding.py [--data ../shared/data] [--model average] [--out docs/results/banding.json]
 
 On a held-out crop of LIDC-IDRI-0002 (central 128 x 128, thin slices 60-159), slab-averaged at x4 and x5:
-banding and PSNR of the thin scan, the interpolations, the model, the model smoothed along z or averaged over
-each output cell, the best linear estimate from neighbouring slabs fitted on the reference itself (an
+banding and PSNR of the thin scan, the interpolations, the model, the model smoothed along z (plainly, or keeping each slab's
+mean) or averaged over each output cell, the best linear estimate from neighbouring slabs fitted on the reference itself (an
 oracle), and the in-plane texture (noise level, power spectrum) against the thin scan.
 """
 
@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from napari_cycleinr.io import read_volume
 from napari_cycleinr.model.checkpoint import load_model
+from napari_cycleinr.model.consistency import output_degradation
 from napari_cycleinr.model.evaluate import simulate_thick
 from napari_cycleinr.model.infer import predict
 from napari_cycleinr.model.metrics import banding, neighbour_differences, psnr, slice_noise_levels
@@ -47,6 +48,17 @@ def oracle_linear(thick: np.ndarray, reference: np.ndarray, factor: int, each_si
         coefficients, *_ = np.linalg.lstsq(design, reference[rows].reshape(-1), rcond=None)
         out[rows] = (design @ coefficients).reshape(len(rows), *reference.shape[1:])
     return out
+
+
+def mean_keeping_smoothing(output: np.ndarray, n_in: int, sigma: float) -> np.ndarray:
+    """z-smoothed, then corrected (with a correction as smooth as the smoothing) so that its slab averages
+    equal the output's own: the input is still reproduced, only the steps at the borders are spread."""
+    n_out = len(output)
+    w = output_degradation(n_in, n_out, "average", 1.0).double().numpy()
+    smooth = ndimage.gaussian_filter1d(np.eye(n_out), sigma, axis=0, mode="nearest")
+    correction = smooth @ w.T @ np.linalg.inv(w @ smooth @ w.T)
+    operator = smooth + correction @ (w - w @ smooth)
+    return (operator @ output.reshape(n_out, -1).astype(np.float64)).reshape(output.shape).astype(np.float32)
 
 
 def texture(volume: np.ndarray) -> dict:
@@ -85,6 +97,8 @@ def main() -> None:
         row("cycleinr", output)
         for sigma in (0.6, 1.0):
             row(f"cycleinr, z-smoothed sigma {sigma}", ndimage.gaussian_filter1d(output, sigma, axis=0, mode="nearest"))
+        for sigma in (1.0, 1.5):
+            row(f"cycleinr, z-smoothed sigma {sigma} keeping the slab means", mean_keeping_smoothing(output, len(thick), sigma))
         offsets = (np.arange(4) + 0.5) / 4 - 0.5
         cell = sum(hu(predict("cycleinr", thick, positions + o / factor, 1 / factor, model=model)) for o in offsets) / 4
         row("cycleinr, averaged over each output cell", cell)
