@@ -1,6 +1,8 @@
 """The pipeline settles the slice profile before any work: the user's, the DICOM record's, or the image's
 estimate reported while the mixed-profile weights answer (pipeline.settle_profile)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -103,3 +105,17 @@ def test_dicom_options_are_refused_for_a_folder_of_scans(tmp_path, capsys):
     assert main(["upsample", str(folder), "-o", str(tmp_path / "out"), "--factor", "2", "--format", "dicom"]) == 2
     assert "one DICOM series" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("scan", "modality", "weights"), [(CT_3MM, "CT", "mixed"), (MR_3MM, "MR", "mr")])
+def test_evaluate_auto_scores_what_upsample_takes_with_no_profile(tmp_path, scan, modality, weights):
+    from tests.test_cli import cycleinr
+
+    report = tmp_path / "auto.json"
+    result = cycleinr("evaluate", scan, "--factor", "2.5", "--degradation", "gaussian", "--modality", modality,
+                      "--methods", f"auto,{weights}", f"--variant={weights}={weights}", "--json", report)
+    assert result.returncode == 0, result.stderr
+    assert f"auto: {weights}" in result.stdout
+    (entry,) = json.loads(report.read_text())["results"]
+    assert entry["auto"]["weights"] == weights and entry["auto"]["slice_profile"]["source"] == "estimate"
+    assert entry["methods"]["auto"]["psnr"] == entry["methods"][weights]["psnr"]

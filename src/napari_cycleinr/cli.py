@@ -50,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from napari_cycleinr.io import read_volume
     from napari_cycleinr.model.checkpoint import load_model
-    from napari_cycleinr.model.evaluate import BASELINES, evaluate_volume, format_table
+    from napari_cycleinr.model.evaluate import AUTO, BASELINES, evaluate_volume, format_table
     from napari_cycleinr.runtime.devices import resolve_device
 
     if args.degradation not in PROFILES:
@@ -68,9 +68,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         models[name] = load_model(path, device)
     if "cycleinr" in methods and "cycleinr" not in models:
         models["cycleinr"] = load_model(args.model, device, profile=args.degradation)
-    unknown = [m for m in methods if m not in BASELINES and m not in models]
+    unknown = [m for m in methods if m not in BASELINES and m not in models and m != AUTO]
     if unknown:
-        raise CycleINRError(f"unknown method(s) {', '.join(unknown)}: use trilinear, tricubic, cycleinr or a --variant name")
+        raise CycleINRError(
+            f"unknown method(s) {', '.join(unknown)}: use trilinear, tricubic, cycleinr, auto or a --variant name"
+        )
     results = []
     for reference in args.references:
         volume = read_volume(reference, axis=args.axis)
@@ -79,6 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 evaluate_volume(
                     volume, factor, args.degradation, models, methods, args.modality, device,
                     consistency=args.consistency, ensemble=args.ensemble,
+                    choose=_weights_chooser(args.modality, device),
                 )
             )
     print(format_table(results))
@@ -91,6 +94,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         plot_snli(results, args.plot, protected=inputs)
     return 0
+
+
+def _weights_chooser(modality: str | None, device):
+    """For evaluate's method auto: the weights `upsample` takes for a scan with no profile given (the
+    pipeline's settle_profile), loaded once per name, and a record of the choice."""
+    from napari_cycleinr.model.checkpoint import load_model
+    from napari_cycleinr.pipeline import settle_profile
+    from napari_cycleinr.request import Request
+
+    loaded: dict[str, object] = {}
+
+    def choose(thick):
+        request, found = settle_profile(Request(modality=modality), thick)
+        name = request.weights or request.slice_profile
+        if name not in loaded:
+            loaded[name] = load_model(request.weights, device, profile=request.slice_profile)
+        return loaded[name], {"weights": name, "slice_profile": found.to_record() if found else None}
+
+    return choose
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -262,7 +284,11 @@ def _evaluate_parser(sub) -> None:
     ev.add_argument("references", nargs="+", help="thin-slice reference scans")
     ev.add_argument("--factor", required=True, help="one factor or several, e.g. 2,2.5,4,5")
     ev.add_argument("--degradation", default="average", help="average, gaussian or skip")
-    ev.add_argument("--methods", default="trilinear,tricubic,cycleinr")
+    ev.add_argument(
+        "--methods", default="trilinear,tricubic,cycleinr",
+        help="comma-separated: trilinear, tricubic, cycleinr (the weights for --degradation, as if the profile were "
+        "known), auto (the weights upsample takes with no profile given) and --variant names",
+    )
     ev.add_argument(
         "--model", help="checkpoint or bundled weights for the cycleinr method (default: the bundled weights for --degradation)"
     )

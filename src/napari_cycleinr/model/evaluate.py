@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from napari_cycleinr.model.metrics import CT_WINDOW, banding, error_summary, psn
 from napari_cycleinr.volume import Volume
 
 BASELINES = ("trilinear", "tricubic")
+AUTO = "auto"
+"""The method that takes the weights `upsample` would take with no profile given: the scan's slice profile
+found from the simulated thick volume (which, like a NIfTI, records none), else the fallback weights."""
 
 
 def simulate_thick(volume: Volume, factor: float, degradation: str, modality: str | None = None):
@@ -56,8 +59,12 @@ def evaluate_volume(
     keep_outputs: bool = False,
     consistency: bool = False,
     ensemble: bool = False,
+    choose: Callable[[Volume], tuple[Any, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Scores of each method on one reference. `models` maps method names to CycleINR modules.
+
+    The method AUTO asks `choose` for the model (and a record of why) given the simulated thick volume, with
+    the thick spacing and no record of its slice profile: what a user's NIfTI of that scan would get.
 
     consistency adds a "<model>+dc" row per model: its output after the exact data-consistency step with
     the degradation that made the thick slices (the slice profile a real scan would need to be told).
@@ -77,6 +84,15 @@ def evaluate_volume(
         "reference_banding": _finite(banding(reference, factor, intensities.modality)),
         "methods": {},
     }
+    if AUTO in methods:
+        if choose is None:
+            raise CycleINRError("the method auto needs a way to choose the weights (choose=)")
+        stretch = np.diag([factor, 1.0, 1.0, 1.0])
+        chosen_model, result[AUTO] = choose(volume.replace(
+            data=intensities.denormalise(thick), affine=volume.affine @ stretch,
+            metadata={k: v for k, v in volume.metadata.items() if k not in ("slice_thickness_mm", "slice_spacing_mm")},
+        ))
+        models = {**models, AUTO: chosen_model}
     outputs = {}
     for method in methods:
         rows = _method_rows(method, thick, positions, factor, degradation, models, device, consistency, ensemble)
@@ -186,8 +202,9 @@ def format_table(results: list[dict[str, Any]]) -> str:
         lines.append(f"{name:<34} {r['factor']:>5g} {r['degradation']:<9} {'(reference)':<16} {'':>8} {'':>7} "
                      f"{r['reference_snli']:>7.3f} {'':>7} {_shown(r.get('reference_banding'))}")
         for method, m in r["methods"].items():
+            shown = f"auto: {r[AUTO]['weights']}" if method == AUTO and AUTO in r else method
             lines.append(
-                f"{name:<34} {r['factor']:>5g} {r['degradation']:<9} {method:<16} {m['psnr']:>8.2f} {m['ssim']:>7.4f} "
+                f"{name:<34} {r['factor']:>5g} {r['degradation']:<9} {shown:<16} {m['psnr']:>8.2f} {m['ssim']:>7.4f} "
                 f"{m['snli']:>7.3f} {m['seconds']:>7.2f} {_shown(m.get('banding'))}"
             )
     return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""Issue #20's table: with no slice profile given, how close the weights `upsample` takes come to the best
+bundled weights for the profile the slices really have, and to tricubic + 1 dB.
+
+    python scripts/make_no_profile_table.py [--run]
+
+--run first runs the `cycleinr evaluate` commands below (about half an hour on 2 CPU cores) into
+docs/results/no_profile_<scan>_<profile>.json; without it the table is made from those files. `auto` is what
+`upsample` does with a NIfTI of the simulated thick scan (no record of its profile): the profile estimated from
+the image, acted on only when confident, else the fallback weights (`mixed` for CT, `mr` for MR). Scans: one
+256 x 256 sample of the held-out CT (runs/eval/lidc0002_slab0.nii.gz, written by scripts/make_results.py),
+the held-out MR along its own slice axis, and the scans in tests/data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+RESULTS = Path("docs/results")
+PROFILES = ("average", "gaussian", "skip")
+BUNDLED = ("mixed", "average", "gaussian", "skip", "mr")
+SCANS = {
+    "ct_validation": ("LIDC-IDRI-0002 (held out)", ["runs/eval/lidc0002_slab0.nii.gz"]),
+    "mr_validation": ("MEMPRAGE MR (held out)",
+                      ["../shared/data/train/mr_fnndsc_memprage_1p0mm.nii.gz", "--axis", "z", "--modality", "MR"]),
+    "tests_ct": ("tests/data CT (3)", ["tests/data/ct_lidc0002_crop_128x128x40_1p25mm.nii.gz",
+                                       "tests/data/ct_totalseg_sm_122x101x30_3mm.nii.gz",
+                                       "tests/data/ct_vtk_headsq_64x64x93_1p5mm.nii.gz", "--modality", "CT"]),
+    "tests_mr": ("tests/data MR", ["tests/data/mr_totalseg_sm_117x91x20_3mm.nii.gz", "--modality", "MR"]),
+}
+
+
+def command(scan: str, profile: str) -> list[str]:
+    return ["cycleinr", "evaluate", *SCANS[scan][1], "--factor", "2.5,4,5", "--degradation", profile,
+            "--methods", "tricubic,auto," + ",".join(BUNDLED), "--device", "cpu",
+            "--json", str(RESULTS / f"no_profile_{scan}_{profile}.json"), *(f"--variant={m}={m}" for m in BUNDLED)]
+
+
+def table() -> str:
+    lines = ["| scan | profile | x | tricubic | no profile given | its weights | best bundled | no profile - best "
+             "| no profile - tricubic |", "|---|---|---:|---:|---:|---|---:|---:|---:|"]
+    for scan, (name, _) in SCANS.items():
+        for profile in PROFILES:
+            path = RESULTS / f"no_profile_{scan}_{profile}.json"
+            if not path.exists():
+                continue
+            results = json.loads(path.read_text())["results"]
+            for factor in sorted({r["factor"] for r in results}):
+                rows = [r for r in results if r["factor"] == factor]
+
+                def mean(method: str) -> float:
+                    return sum(r["methods"][method]["psnr"] for r in rows) / len(rows)
+
+                best = max(BUNDLED, key=mean)
+                chosen = sorted({r["auto"]["weights"] for r in rows})
+                lines.append(
+                    f"| {name} | {profile} | {factor:g} | {mean('tricubic'):.2f} | {mean('auto'):.2f} | "
+                    f"{', '.join(chosen)} | {mean(best):.2f} ({best}) | {mean('auto') - mean(best):+.2f} | "
+                    f"{mean('auto') - mean('tricubic'):+.2f} |"
+                )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", action="store_true", help="run the evaluate commands first")
+    args = parser.parse_args()
+    if args.run:
+        for scan in SCANS:
+            for profile in PROFILES:
+                print("$", shlex.join(command(scan, profile)), flush=True)
+                subprocess.run(command(scan, profile), check=True)
+    print(table())
+
+
+if __name__ == "__main__":
+    main()
