@@ -9,6 +9,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from napari_cycleinr._layers import KEY, layer_meta, layer_to_volume
+from napari_cycleinr._panel import MODEL_FILE, MODEL_MIXED
 from napari_cycleinr._profile_label import FINDING, FOUND, NOT_3D
 from tests.conftest import CT_3MM, DATA
 from tests.test_widget import (  # noqa: F401 - fixtures
@@ -143,3 +144,20 @@ def test_finding_the_profile_never_freezes_napari_and_the_last_layer_wins(viewer
     print(f"\nfinding the slice profile of a {big.data.shape} layer took {took:.2f} s; longest Qt event-loop "
           f"gap meanwhile {gaps.max():.3f} s ({len(ticks)} ticks of 10 ms)")
     assert gaps.max() < FREEZE_BOUND_S, f"napari froze for {gaps.max():.2f} s"
+
+
+def test_the_line_follows_the_method_and_the_weights(viewer_and_widget, tmp_path):
+    viewer, widget = viewer_and_widget
+    thick, _ = open_samples(viewer)
+    widget._input.value = add_volume(viewer, crop(layer_to_volume(thick.data, layer_meta(thick)), 48), "tiny")
+    assert widget._profile_found.value.endswith("the mixed-profile weights")
+    widget._method.value = "tricubic"
+    assert widget._profile_found.value == "slice profile: not needed (tricubic interpolation)"
+    widget._exact.value = True  # the consistency step uses the profile, even after an interpolation
+    assert widget._profile_found.value.startswith("slice profile: not known (the image suggests")
+    widget._exact.value = False
+    widget._method.value = "cycleinr"
+    widget._model.value = MODEL_MIXED
+    assert widget._profile_found.value.endswith("the weights chosen (mixed)")
+    widget._model.value = MODEL_FILE
+    assert widget._profile_found.value.endswith("the weights chosen (a checkpoint file)")

@@ -9,6 +9,7 @@ profile the run will take, and why, is one line under the target (`_profile_labe
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from magicgui.widgets import (
@@ -30,6 +31,7 @@ from napari_cycleinr._runner import DEVICES, METHODS, SAME_AS_SPACING
 from napari_cycleinr._target_text import VALUES_HELP
 from napari_cycleinr.options import ADAPT_MINUTES as DEFAULT_ADAPT_MINUTES
 from napari_cycleinr.options import ADAPT_MINUTES_RANGE, MAX_SMOOTHING, MAX_TEXTURE
+from napari_cycleinr.request import AdaptSettings, Request
 
 TARGET_CHOICES = (("spacing (mm)", "spacing"), ("factor", "factor"))
 DEFAULT_VALUES = {"spacing": "1.25", "factor": "4"}
@@ -264,6 +266,19 @@ class Panel(Container):
     def _on_model(self, choice: str) -> None:
         self._checkpoint.visible = choice == MODEL_FILE
         self._update_scan_options()
+
+    def _profile_request(self) -> Request:
+        """What the controls ask of a run, as far as the slice profile goes: the method, the weights (a
+        chosen file by its name) and the steps that use the profile."""
+        model = self._method.value == "cycleinr"
+        weights = None
+        if model and self._model.value == MODEL_MIXED:
+            weights = "mixed"
+        elif model and self._model.value == MODEL_FILE:
+            chosen = Path(str(self._checkpoint.value or ""))
+            weights = str(chosen) if chosen.is_file() else "a checkpoint file"
+        return Request(method=self._method.value, weights=weights, consistency=bool(self._exact.value),
+                       adapt=AdaptSettings() if self.adapting else None)
 
     @property
     def settings(self) -> list:

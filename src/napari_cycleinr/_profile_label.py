@@ -10,13 +10,14 @@ pipeline's own `settle_profile`, so the line says what the run will do. No torch
 from __future__ import annotations
 
 import atexit
-from typing import Any
+from typing import Any, Callable
 
 from magicgui.widgets import Label
 
 from napari_cycleinr._layers import layer_geometry, layer_meta, layer_to_volume
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.options import PROFILES
+from napari_cycleinr.request import Request
 from napari_cycleinr.slice_profile import SliceProfile, from_record
 
 FOUND = "found from the scan"
@@ -46,13 +47,14 @@ def chosen_text(profile: str) -> str:
     return SliceProfile(profile, 1.0, "user").describe()
 
 
-def found_text(data: Any, meta: dict[str, Any]) -> str:
-    """What the pipeline will find for this layer (the DICOM record, else the image's estimate)."""
+def found_text(data: Any, meta: dict[str, Any], request: Request | None = None) -> str:
+    """What the pipeline will find for this layer (the DICOM record, else the image's estimate) when it runs
+    `request` (its method, weights and steps: an interpolation with neither step needs no profile)."""
     from napari_cycleinr.pipeline import settle_profile
-    from napari_cycleinr.request import Request
 
+    request = request or Request()
     try:
-        _, found = settle_profile(Request(), layer_to_volume(data, meta))
+        _, found = settle_profile(request, layer_to_volume(data, meta))
     except CycleINRError as error:
         return f"slice profile: not known ({error})"
     return found.describe() if found is not None else ""
@@ -66,22 +68,27 @@ class ProfileLabel:
         self._asked = 0
         """Counts the questions: an answer to an older one is dropped."""
         self._busy = False
-        self._next: tuple[int, Any, dict[str, Any]] | None = None
+        self._next: tuple[int, Any, dict[str, Any], Request] | None = None
         self._closed = False
+        self._request: Callable[[], Request] = Request
 
     @property
     def finding(self) -> bool:
         """An estimate is running, or waits for the one that runs."""
         return self._busy or self._next is not None
 
-    def follow(self, layer_control: Any, profile_control: Any) -> None:
-        """Keep the line current as the input layer or the slice-profile control changes."""
+    def follow(
+        self, layer_control: Any, profile_control: Any, request: Callable[[], Request] = Request, others: tuple = ()
+    ) -> None:
+        """Keep the line current as the input layer, the slice-profile control or any of `others` (the method,
+        the weights, the steps that use the profile) changes; `request` gives the run those controls ask for."""
+        self._request = request
 
         def update(_value: Any = None) -> None:
             self.show(layer_control.value, profile_control.value)
 
-        layer_control.changed.connect(update)
-        profile_control.changed.connect(update)
+        for control in (layer_control, profile_control, *others):
+            control.changed.connect(update)
         update()
 
     def close(self) -> None:
@@ -94,7 +101,10 @@ class ProfileLabel:
             return
         self._asked += 1
         self._next = None
-        if chosen is not None:
+        request = self._request()
+        if not (request.uses_model or request.consistency or request.adapt is not None):
+            self._label.value = f"slice profile: not needed ({request.method} interpolation)"
+        elif chosen is not None:
             self._label.value = chosen_text(chosen)
         elif layer is None:
             self._label.value = ""
@@ -112,10 +122,10 @@ class ProfileLabel:
         if recorded is not None:
             self._label.value = recorded.describe()
         elif layer.data.size <= SMALL_VOXELS:
-            self._label.value = found_text(layer.data, meta)
+            self._label.value = found_text(layer.data, meta, self._request())
         else:
             self._label.value = FINDING
-            self._next = (self._asked, layer.data, meta)
+            self._next = (self._asked, layer.data, meta, self._request())
             self._start_next()
 
     def _start_next(self) -> None:
@@ -123,9 +133,9 @@ class ProfileLabel:
             return
         from napari.qt.threading import create_worker
 
-        asked, data, meta = self._next
+        asked, data, meta, request = self._next
         self._next, self._busy = None, True
-        worker = create_worker(found_text, data, meta, _start_thread=False)
+        worker = create_worker(found_text, data, meta, request, _start_thread=False)
         worker.returned.connect(lambda text: self._answer(asked, text))
         worker.errored.connect(lambda error: self._answer(asked, f"slice profile: not known ({error})"))
         worker.finished.connect(self._on_finished)

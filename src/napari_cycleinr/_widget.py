@@ -114,7 +114,10 @@ class SuperResolutionWidget(Panel):
         for emitter, callback in self._connections:
             emitter.connect(callback)
         self._update_grid()
-        self._profile_label.follow(self._input, self._profile)
+        self._profile_label.follow(
+            self._input, self._profile, self._profile_request,
+            (self._method, self._model, self._checkpoint, self._exact, self._adapt),
+        )
         self._orient()
 
     # --- choices and small updates -------------------------------------------------------------------

@@ -141,13 +141,21 @@ def settle_profile(request: Request, volume: Volume) -> tuple[Request, SliceProf
         changes: dict[str, Any] = {"profile": DEFAULT_PROFILE, "profile_source": "default"}
         if request.weights is None and request.uses_model:
             changes["weights"] = MR_WEIGHTS if modality == "MR" else "mixed"
-        if modality == "MR":
+        if request.weights is not None and request.uses_model:
+            found = replace(found, fallback=f"the weights chosen ({_weights_name(request.weights)})")
+        elif modality == "MR":
             found = replace(found, fallback="the weights trained with MR")
         return replace(request, **changes), found
     changes = {"profile": found.kind, "profile_source": found.source}
     if found.kind != "skip" and 0 < found.thickness <= MAX_THICKNESS:
         changes["thickness"] = found.thickness
     return replace(request, **changes), found
+
+
+def _weights_name(weights: str) -> str:
+    from pathlib import Path
+
+    return Path(weights).name
 
 
 def run(
