@@ -104,3 +104,22 @@ def test_the_cli_refuses_a_strength_outside_0_to_1(tmp_path, value):
     result = cycleinr("upsample", CT_3MM, "--factor", "2", "--texture", value, "-o", out)
     assert result.returncode == 2 and "noise texture strength must be 0 to 2" in result.stderr
     assert not out.exists()
+
+
+def test_cancel_during_the_texture_stops_the_job():
+    from napari_cycleinr.errors import Cancelled
+    from napari_cycleinr.io import read_volume
+    from napari_cycleinr.pipeline import run
+    from napari_cycleinr.request import Request, target
+
+    thin = read_volume(LIDC_CROP)
+    thick = thin.replace(data=thin.data[::4].copy(), affine=thin.affine @ np.diag([4.0, 1, 1, 1]))
+    phases = []
+
+    def cancel() -> bool:
+        return "texture" in phases  # the user presses Cancel once the texture has started
+
+    request = Request(targets=(target(10, thick.spacing[0], "factor", 4.0),), method="tricubic", texture=1.0)
+    with pytest.raises(Cancelled):
+        run(request, thick, lambda step: phases.append(step.phase), cancel)
+    assert "textured" not in phases

@@ -1,8 +1,9 @@
 """The job, written once: carry out a `Request` on a volume.
 
 device -> weights -> (adapt to the scan) -> for each output grid: super-resolve -> (exact data consistency)
--> (noise texture) -> (score against the reference) -> (residual image). Progress arrives as `Step`s, cancel is checked between
-and inside the steps, and when the GPU of the device `auto` runs out of memory the job goes on on the CPU.
+-> (noise texture) -> (score against the reference) -> (residual image). Progress arrives as `Step`s, cancel
+is checked between and inside the steps, and when the GPU of the device `auto` runs out of memory the job goes
+on on the CPU.
 The CLI, the folder runner, the widget and the benchmark call `run`; they turn their input into a Request
 and the `Result` into text, files or layers. This is the one module outside `model/` that calls
 super_resolve, adapt_model and make_consistent.
@@ -13,6 +14,7 @@ Importing it does not import torch: the model package is imported when a job run
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -39,7 +41,8 @@ class Step:
     (`target`: the grid it adapts at), adapting (done of total steps or seconds), adapted (detail: the
     AdaptReport), then per target (index `target`):
     target, blocks (done of total), consistency, consistent (detail: the ConsistencyReport), texture, textured
-    (detail: the TextureReport), compare, scored (detail: the TargetResult), residual; fallback (device cpu) whenever the GPU ran out of memory."""
+    (detail: the TextureReport), compare, scored (detail: the TargetResult), residual; fallback (device cpu)
+    whenever the GPU ran out of memory."""
 
     phase: str
     done: int = 0
@@ -142,7 +145,7 @@ def settle_profile(request: Request, volume: Volume) -> tuple[Request, SliceProf
         if request.weights is None and request.uses_model:
             changes["weights"] = MR_WEIGHTS if modality == "MR" else "mixed"
         if request.weights is not None and request.uses_model:
-            found = replace(found, fallback=f"the weights chosen ({_weights_name(request.weights)})")
+            found = replace(found, fallback=f"the weights chosen ({Path(request.weights).name})")
         elif modality == "MR":
             found = replace(found, fallback="the weights trained with MR")
         return replace(request, **changes), found
@@ -150,12 +153,6 @@ def settle_profile(request: Request, volume: Volume) -> tuple[Request, SliceProf
     if found.kind != "skip" and 0 < found.thickness <= MAX_THICKNESS:
         changes["thickness"] = found.thickness
     return replace(request, **changes), found
-
-
-def _weights_name(weights: str) -> str:
-    from pathlib import Path
-
-    return Path(weights).name
 
 
 def run(

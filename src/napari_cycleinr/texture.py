@@ -39,7 +39,6 @@ SAMPLED_SLICES = 24
 """Slices the noise is measured on (evenly spread): enough patches, a bounded cost."""
 
 
-
 @functools.cache
 def _trend(size: int) -> tuple[np.ndarray, np.ndarray]:
     """A quadratic surface basis over a size x size patch, and its pseudo-inverse."""
