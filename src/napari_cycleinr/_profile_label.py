@@ -9,11 +9,11 @@ pipeline's own `settle_profile`, so the line says what the run will do. No torch
 
 from __future__ import annotations
 
-import atexit
 from typing import Any, Callable
 
 from magicgui.widgets import Label
 
+from napari_cycleinr import _exit
 from napari_cycleinr._layers import layer_geometry, layer_meta, layer_to_volume
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.options import PROFILES
@@ -27,20 +27,6 @@ FINDING = "finding the slice profile…"
 NOT_3D = "slice profile: none (not a 3D volume)"
 SMALL_VOXELS = 1 << 17
 """Layers this small are estimated on the spot (a few milliseconds); larger ones in a thread worker."""
-_RUNNING: set[int] = set()
-"""Estimates in flight (their label's id). Closing the dock or napari waits for them: a worker still running
-when Qt tears its objects down emits into deleted signals, and the process aborts."""
-
-
-def wait_for_estimates(milliseconds: int = 10_000) -> None:
-    """Block until running estimates are done (a second or two at most), before Qt objects go."""
-    if _RUNNING:
-        from qtpy.QtCore import QThreadPool
-
-        QThreadPool.globalInstance().waitForDone(milliseconds)
-
-
-atexit.register(wait_for_estimates)
 
 
 def chosen_text(profile: str) -> str:
@@ -93,7 +79,7 @@ class ProfileLabel:
 
     def close(self) -> None:
         self._closed = True
-        wait_for_estimates()
+        _exit.wait_for_workers()
 
     def show(self, layer: Any, chosen: str | None) -> None:
         """The line for this input layer and the control's choice (None: found from the scan)."""
@@ -139,7 +125,7 @@ class ProfileLabel:
         worker.returned.connect(lambda text: self._answer(asked, text))
         worker.errored.connect(lambda error: self._answer(asked, f"slice profile: not known ({error})"))
         worker.finished.connect(self._on_finished)
-        _RUNNING.add(id(self))
+        _exit.started(id(self))
         worker.start()
 
     def _answer(self, asked: int, text: str) -> None:
@@ -147,6 +133,6 @@ class ProfileLabel:
             self._label.value = text
 
     def _on_finished(self) -> None:
-        _RUNNING.discard(id(self))
+        _exit.finished(id(self))
         self._busy = False
         self._start_next()

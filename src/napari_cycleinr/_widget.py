@@ -21,6 +21,7 @@ from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
+from napari_cycleinr import _exit
 from napari_cycleinr._gpu import NO_GPU_FOR_CUDA, no_cuda_reason
 from napari_cycleinr._layers import layer_geometry, layer_meta, layer_to_volume, protected_paths
 from napari_cycleinr._panel import (  # noqa: F401 - names the tests and scripts use
@@ -282,6 +283,8 @@ class SuperResolutionWidget(Panel):
         self._run.text = CANCEL_TEXT
         self._lock(True)
         self._update_grid()
+        _exit.started(id(worker))
+        worker.finished.connect(lambda: _exit.finished(id(worker)))
         worker.start()
 
     def _lock(self, locked: bool) -> None:
@@ -293,8 +296,8 @@ class SuperResolutionWidget(Panel):
         if self._closed:
             return
         self._closed = True
+        self._cancel.set()  # first: closing the profile line waits for running workers, this job's too
         self._profile_label.close()
-        self._cancel.set()
         self._progress_view.stop()
         for emitter, callback in self._connections:
             emitter.disconnect(callback)
