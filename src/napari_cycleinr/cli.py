@@ -73,7 +73,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CycleINRError(
             f"unknown method(s) {', '.join(unknown)}: use trilinear, tricubic, cycleinr, auto or a --variant name"
         )
-    results = []
+    results, choose = [], _weights_chooser(args.modality, device)
     for reference in args.references:
         volume = read_volume(reference, axis=args.axis)
         for factor in _parse_factors(args.factor):
@@ -81,7 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 evaluate_volume(
                     volume, factor, args.degradation, models, methods, args.modality, device,
                     consistency=args.consistency, ensemble=args.ensemble,
-                    choose=_weights_chooser(args.modality, device),
+                    choose=choose,
                 )
             )
     print(format_table(results))
