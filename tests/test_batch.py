@@ -63,6 +63,17 @@ def test_folders_take_the_exact_data_consistency_step(folder, tmp_path, tiny_che
         assert consistency_residual(written.data, original.data, "skip").max <= 0.5 + 1e-3
 
 
+def test_folders_add_the_noise_texture_to_each_scan(folder, tmp_path):
+    plain, textured = tmp_path / "plain", tmp_path / "textured"
+    for out, texture in ((plain, 0.0), (textured, 1.0)):
+        report = process_folder(folder, out, factor=2, method="tricubic", texture=texture, log=_quiet)
+        assert report.count("done") == 2
+    for source in (CT_3MM, MR_3MM):
+        axis = "xyz"[read_volume(source).file_axes[0]]
+        a, b = (read_volume(out / source.name, axis=axis).data for out in (plain, textured))
+        assert a.shape == b.shape and a.dtype == b.dtype and (a != b).any()
+
+
 def test_a_rerun_skips_finished_outputs_and_resumes_after_a_crash(folder, tmp_path, tiny_checkpoint):
     out = tmp_path / "out"
     calls = []

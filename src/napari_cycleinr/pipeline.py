@@ -291,15 +291,15 @@ def _acquired_noise(request: Request, volume: Volume) -> tuple[NoiseSpectrum, fl
     if not request.texture:
         return None
     from napari_cycleinr.intensity import guess_modality
-    from napari_cycleinr.texture import PATCH, body_level, measure_noise
+    from napari_cycleinr.texture import body_level, measure_noise
 
     modality = (request.modality or volume.metadata.get("modality") or guess_modality(volume.data)).upper()
     threshold = body_level(volume.data, "CT" if modality == "CT" else "MR")
     noise = measure_noise(volume.data, threshold)
     if noise is None:
         raise CycleINRError(
-            f"the noise texture is measured on flat tissue ({PATCH}-pixel squares inside the body), and this "
-            "scan has none: run without the noise texture"
+            "the noise texture is measured on flat tissue (squares of 16-32 pixels inside the body), and this "
+            "scan has too little: run without the noise texture"
         )
     return noise, threshold
 

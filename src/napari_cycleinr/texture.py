@@ -33,8 +33,10 @@ from napari_cycleinr.model.metrics import body_threshold  # numpy only: no torch
 from napari_cycleinr.options import check_texture
 
 PATCH = 32
-"""Side of the square patches the noise is measured on, and of the filter that shapes it (16 on images
-narrower than 128 pixels, so small scans have patches inside the body)."""
+"""Side of the square patches the noise is measured on, and of the filter that shapes it (16, on a finer grid,
+on images narrower than 128 pixels, so small scans have patches inside the body)."""
+MIN_PATCHES = 4
+"""Fewer flat patches than this in the sampled slices: the noise is not measured (and the job says so)."""
 SAMPLED_SLICES = 24
 """Slices the noise is measured on (evenly spread): enough patches, a bounded cost."""
 
@@ -79,7 +81,8 @@ def _flat_patches(planes: np.ndarray, threshold: float) -> list[np.ndarray]:
     """Detrended square patches fully inside the body: the quarter with the least anatomy (the smoothed
     image's gradient, which noise hardly moves), less any whose variance still shows structure (above twice
     the median)."""
-    size = PATCH if min(planes.shape[1:]) >= 4 * PATCH else PATCH // 2
+    small = min(planes.shape[1:]) < 4 * PATCH
+    size, step = (PATCH // 2, PATCH // 8) if small else (PATCH, PATCH // 2)
     scored = []
     for plane in planes:
         plane = np.asarray(plane, dtype=np.float32)
@@ -87,14 +90,14 @@ def _flat_patches(planes: np.ndarray, threshold: float) -> list[np.ndarray]:
         gradient = np.hypot(ndimage.sobel(smooth, 0), ndimage.sobel(smooth, 1))
         inside = plane > threshold
         h, w = plane.shape
-        for y in range(0, h - size + 1, size // 2):
-            for x in range(0, w - size + 1, size // 2):
+        for y in range(0, h - size + 1, step):
+            for x in range(0, w - size + 1, step):
                 if inside[y : y + size, x : x + size].all():
                     scored.append((float(gradient[y : y + size, x : x + size].mean()), plane[y : y + size, x : x + size]))
-    if len(scored) < 8:
+    if len(scored) < MIN_PATCHES:
         return []
     scored.sort(key=lambda item: item[0])
-    patches = [_detrend(patch) for _, patch in scored[: max(8, len(scored) // 4)]]
+    patches = [_detrend(patch) for _, patch in scored[: max(MIN_PATCHES, len(scored) // 4)]]
     variances = np.array([p.var() for p in patches])
     return [p for p, v in zip(patches, variances) if v <= 2.0 * np.median(variances)]
 
