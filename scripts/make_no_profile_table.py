@@ -21,7 +21,7 @@ from pathlib import Path
 
 RESULTS = Path("docs/results")
 PROFILES = ("average", "gaussian", "skip")
-BUNDLED = ("mixed", "average", "gaussian", "skip", "mr")
+BUNDLED = ("mixed", "average", "gaussian", "skip", "mr", "average_mr", "gaussian_mr", "skip_mr")
 SCANS = {
     "ct_validation": ("LIDC-IDRI-0002 (held out)", ["runs/eval/lidc0002_slab0.nii.gz"]),
     "mr_validation": ("MEMPRAGE MR (held out)",
@@ -34,9 +34,10 @@ SCANS = {
 
 
 def command(scan: str, profile: str) -> list[str]:
+    bundled = BUNDLED if scan.startswith("mr") or scan.endswith("mr") else BUNDLED[:5]  # *_mr: for MR only
     return ["cycleinr", "evaluate", *SCANS[scan][1], "--factor", "2.5,4,5", "--degradation", profile,
-            "--methods", "tricubic,auto," + ",".join(BUNDLED), "--device", "cpu",
-            "--json", str(RESULTS / f"no_profile_{scan}_{profile}.json"), *(f"--variant={m}={m}" for m in BUNDLED)]
+            "--methods", "tricubic,auto," + ",".join(bundled), "--device", "cpu",
+            "--json", str(RESULTS / f"no_profile_{scan}_{profile}.json"), *(f"--variant={m}={m}" for m in bundled)]
 
 
 def table() -> str:
@@ -54,7 +55,7 @@ def table() -> str:
                 def mean(method: str) -> float:
                     return sum(r["methods"][method]["psnr"] for r in rows) / len(rows)
 
-                best = max(BUNDLED, key=mean)
+                best = max((m for m in BUNDLED if m in rows[0]["methods"]), key=mean)
                 chosen = sorted({r["auto"]["weights"] for r in rows})
                 lines.append(
                     f"| {name} | {profile} | {factor:g} | {mean('tricubic'):.2f} | {mean('auto'):.2f} | "
@@ -67,9 +68,10 @@ def table() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="store_true", help="run the evaluate commands first")
+    parser.add_argument("--only", help="with --run: these scans only (comma-separated keys of SCANS)")
     args = parser.parse_args()
     if args.run:
-        for scan in SCANS:
+        for scan in args.only.split(",") if args.only else SCANS:
             for profile in PROFILES:
                 print("$", shlex.join(command(scan, profile)), flush=True)
                 subprocess.run(command(scan, profile), check=True)

@@ -13,6 +13,7 @@ from napari_cycleinr.request import Request, target
 from tests.conftest import CT_3MM, DATA, MR_3MM
 
 PHILIPS = DATA / "dicom" / "ct_philips_2slices"
+MR_SERIES = DATA / "dicom" / "mr_sag_3slices"
 
 
 def test_the_user_choice_wins():
@@ -49,7 +50,8 @@ def test_without_a_record_the_estimate_is_told_and_the_mixed_weights_answer():
     ("settings", "weights"),
     [
         ({"profile": None}, "mr"),  # no record: the MR weights where a CT would get mixed
-        ({"profile": "skip", "profile_source": "user"}, None),  # a known profile: its own weights
+        ({"profile": "skip", "profile_source": "user"}, "skip_mr"),  # a known profile: its MR-aware weights
+        ({"profile": "skip", "profile_source": "user", "weights": "skip"}, "skip"),  # named weights are kept
         ({"profile": None, "weights": "mixed"}, "mixed"),  # weights the user names are kept
         ({"profile": None, "method": "tricubic"}, None),
     ],
@@ -58,6 +60,14 @@ def test_an_mr_of_unknown_profile_gets_the_weights_trained_with_mr(settings, wei
     volume = read_volume(MR_3MM)
     request, _ = pipeline.settle_profile(Request(**settings), volume)
     assert request.weights == weights
+
+
+def test_an_mr_with_a_dicom_record_gets_the_profiles_mr_aware_weights():
+    volume = read_volume(MR_SERIES)  # 0.9 mm slices 0.9 mm apart: contiguous slabs
+    request, found = pipeline.settle_profile(Request(profile=None), volume)
+    assert (found.source, request.profile, request.weights) == ("header", "average", "average_mr")
+    ct = read_volume(PHILIPS)  # a CT with the same record keeps the CT weights
+    assert pipeline.settle_profile(Request(profile=None), ct)[0].weights is None
 
 
 def test_the_mr_weights_answer_an_mr_and_say_so():

@@ -286,8 +286,9 @@ def _evaluate_parser(sub) -> None:
     ev.add_argument("--degradation", default="average", help="average, gaussian or skip")
     ev.add_argument(
         "--methods", default="trilinear,tricubic,cycleinr",
-        help="comma-separated: trilinear, tricubic, cycleinr (the weights for --degradation, as if the profile were "
-        "known), auto (the weights upsample takes with no profile given) and --variant names",
+        help="comma-separated: trilinear, tricubic, cycleinr (--model, else the CT-trained weights for "
+        "--degradation), auto (the weights upsample takes with no profile given) and --variant names (bundled "
+        "names such as average_mr work too)",
     )
     ev.add_argument(
         "--model", help="checkpoint or bundled weights for the cycleinr method (default: the bundled weights for --degradation)"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from napari_cycleinr.errors import CycleINRError
-from napari_cycleinr.options import DEFAULT_PROFILE, MAX_THICKNESS, MR_WEIGHTS
+from napari_cycleinr.options import DEFAULT_PROFILE, MAX_THICKNESS, MR_PROFILE_WEIGHTS, MR_WEIGHTS
 from napari_cycleinr.request import Request, Target
 from napari_cycleinr.runtime.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.runtime.memory import out_of_memory
@@ -126,20 +126,18 @@ def settle_profile(request: Request, volume: Volume) -> tuple[Request, SliceProf
     else an estimate from the image (slice_profile.py). An estimate is never confident enough to act on: it
     is reported, while the weights become the mixed-profile ones (never far from the best, where a wrong
     specialist can fall below tricubic) and consistency and adaptation keep the default slab average
-    (docs/method.md, "Which weights: the slice profile, found"); for an MR, instead of the mixed-profile
-    weights, those fine-tuned with an MR among the training scans (better on a held-out MR with every profile;
-    with the profile known, the profile's own weights were within 0.1 dB of them, 0.3 dB better for the
-    Gaussian profile: docs/results.md, "MR in training")."""
+    (docs/method.md, "Which weights: the slice profile, found"). An MR gets weights trained with MR instead:
+    `mr` where the profile is not known, the profile's MR-aware weights where it is (better on held-out MR
+    than the CT-trained ones: docs/results.md, "MR in training: longer, and the specialists")."""
     from napari_cycleinr.slice_profile import SliceProfile, find_profile
 
     if request.profile is not None and request.profile_source != "default":
-        return request, SliceProfile(request.profile, request.thickness, "user")
+        chosen = SliceProfile(request.profile, request.thickness, "user")
+        return _for_an_mr(request, volume, request.profile), chosen
     if not (request.uses_model or request.consistency or request.adapt is not None):
         return request, None
-    from napari_cycleinr.intensity import guess_modality
-
-    modality = (request.modality or volume.metadata.get("modality") or guess_modality(volume.data)).upper()
-    found = find_profile(volume.data, volume.spacing, "CT" if modality == "CT" else "MR", volume.metadata)
+    modality = _modality(request, volume)
+    found = find_profile(volume.data, volume.spacing, modality, volume.metadata)
     if not found.confident:
         changes: dict[str, Any] = {"profile": DEFAULT_PROFILE, "profile_source": "default"}
         if request.weights is None and request.uses_model:
@@ -152,7 +150,24 @@ def settle_profile(request: Request, volume: Volume) -> tuple[Request, SliceProf
     changes = {"profile": found.kind, "profile_source": found.source}
     if found.kind != "skip" and 0 < found.thickness <= MAX_THICKNESS:
         changes["thickness"] = found.thickness
+    if modality == "MR" and request.weights is None and request.uses_model:
+        changes["weights"] = MR_PROFILE_WEIGHTS[found.kind]
     return replace(request, **changes), found
+
+
+def _modality(request: Request, volume: Volume) -> str:
+    """CT or MR: as the request says, else the file, else guessed from the intensities."""
+    from napari_cycleinr.intensity import guess_modality
+
+    modality = (request.modality or volume.metadata.get("modality") or guess_modality(volume.data)).upper()
+    return "CT" if modality == "CT" else "MR"
+
+
+def _for_an_mr(request: Request, volume: Volume, profile: str) -> Request:
+    """The request with the profile's MR-aware weights when it runs the bundled model on an MR."""
+    if request.weights is not None or not request.uses_model or _modality(request, volume) != "MR":
+        return request
+    return replace(request, weights=MR_PROFILE_WEIGHTS[profile])
 
 
 def run(

@@ -33,11 +33,15 @@ BUNDLED_MODELS = {
     "gaussian": "gaussian.safetensors",
     "skip": "skip.safetensors",
     "mr": "mr.safetensors",
+    "average_mr": "average_mr.safetensors",
+    "gaussian_mr": "gaussian_mr.safetensors",
+    "skip_mr": "skip_mr.safetensors",
 }
 """Weights shipped in the package, by the name `--model` and load_model accept. `mixed` is trained on every
 slice profile (slab average, Gaussian, skipped slices); `average`, `gaussian` and `skip` are it fine-tuned on
 one profile each (docs/model.md); `mr` is it fine-tuned with an MR among the training scans, what an MR of
-unknown profile gets (pipeline.settle_profile)."""
+unknown profile gets; `<profile>_mr` are the profile's weights plus `mr` - `mixed`, what an MR of known profile
+gets (pipeline.settle_profile)."""
 PROFILE_MODELS = {"average": "average", "gaussian": "gaussian", "skip": "skip"}
 """The bundled weights for each slice profile: the default model is the one for the scan's profile."""
 DEFAULT_PROFILE = "average"
