@@ -15,12 +15,10 @@ specialists plus what the longer training added are the `*_mr` columns' second v
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import subprocess
 from pathlib import Path
 
-RESULTS = Path("docs/results")
+from evaluate_runs import RESULTS, run_commands, saved_results
+
 ARITH = Path("runs/mr_arith")
 LONGER = "runs/exp_mr_longer/best.safetensors"
 PROFILES = ("average", "gaussian", "skip")
@@ -60,14 +58,10 @@ def command(scan: str, profile: str) -> list[str]:
 def table() -> str:
     lines = ["| held-out scan | profile | x | tricubic | mixed | `mr` | `mr`, 1600 more steps | the profile's weights "
              "| + (`mr` - mixed) | + (longer - mixed) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for scan, (name, _) in SCANS.items():
-        for profile in PROFILES:
-            path = RESULTS / f"mr_longer_{scan}_{profile}.json"
-            if not path.exists():
-                continue
-            for result in json.loads(path.read_text())["results"]:
-                cells = [f"{result['methods'][c]['psnr']:.2f}" for c in COLUMNS]
-                lines.append(f"| {name} | {profile} | {result['factor']:g} | " + " | ".join(cells) + " |")
+    for scan, profile, results in saved_results("mr_longer", SCANS, PROFILES):
+        for result in results:
+            cells = [f"{result['methods'][c]['psnr']:.2f}" for c in COLUMNS]
+            lines.append(f"| {SCANS[scan][0]} | {profile} | {result['factor']:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -77,10 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.run:
         write_mr_specialists()
-        for scan in SCANS:
-            for profile in PROFILES:
-                print("$", shlex.join(command(scan, profile)), flush=True)
-                subprocess.run(command(scan, profile), check=True)
+        run_commands(command(scan, profile) for scan in SCANS for profile in PROFILES)
     print(table())
 
 

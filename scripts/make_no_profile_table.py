@@ -14,12 +14,9 @@ the held-out MR along its own slice axis, and the scans in tests/data.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import subprocess
-from pathlib import Path
 
-RESULTS = Path("docs/results")
+from evaluate_runs import RESULTS, run_commands, saved_results
+
 PROFILES = ("average", "gaussian", "skip")
 BUNDLED = ("mixed", "average", "gaussian", "skip", "mr", "average_mr", "gaussian_mr", "skip_mr")
 SCANS = {
@@ -43,25 +40,20 @@ def command(scan: str, profile: str) -> list[str]:
 def table() -> str:
     lines = ["| scan | profile | x | tricubic | no profile given | its weights | best bundled | no profile - best "
              "| no profile - tricubic |", "|---|---|---:|---:|---:|---|---:|---:|---:|"]
-    for scan, (name, _) in SCANS.items():
-        for profile in PROFILES:
-            path = RESULTS / f"no_profile_{scan}_{profile}.json"
-            if not path.exists():
-                continue
-            results = json.loads(path.read_text())["results"]
-            for factor in sorted({r["factor"] for r in results}):
-                rows = [r for r in results if r["factor"] == factor]
+    for scan, profile, results in saved_results("no_profile", SCANS, PROFILES):
+        for factor in sorted({r["factor"] for r in results}):
+            rows = [r for r in results if r["factor"] == factor]
 
-                def mean(method: str) -> float:
-                    return sum(r["methods"][method]["psnr"] for r in rows) / len(rows)
+            def mean(method: str) -> float:
+                return sum(r["methods"][method]["psnr"] for r in rows) / len(rows)
 
-                best = max((m for m in BUNDLED if m in rows[0]["methods"]), key=mean)
-                chosen = sorted({r["auto"]["weights"] for r in rows})
-                lines.append(
-                    f"| {name} | {profile} | {factor:g} | {mean('tricubic'):.2f} | {mean('auto'):.2f} | "
-                    f"{', '.join(chosen)} | {mean(best):.2f} ({best}) | {mean('auto') - mean(best):+.2f} | "
-                    f"{mean('auto') - mean('tricubic'):+.2f} |"
-                )
+            best = max((m for m in BUNDLED if m in rows[0]["methods"]), key=mean)
+            chosen = sorted({r["auto"]["weights"] for r in rows})
+            lines.append(
+                f"| {SCANS[scan][0]} | {profile} | {factor:g} | {mean('tricubic'):.2f} | {mean('auto'):.2f} | "
+                f"{', '.join(chosen)} | {mean(best):.2f} ({best}) | {mean('auto') - mean(best):+.2f} | "
+                f"{mean('auto') - mean('tricubic'):+.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -71,10 +63,8 @@ def main() -> None:
     parser.add_argument("--only", help="with --run: these scans only (comma-separated keys of SCANS)")
     args = parser.parse_args()
     if args.run:
-        for scan in args.only.split(",") if args.only else SCANS:
-            for profile in PROFILES:
-                print("$", shlex.join(command(scan, profile)), flush=True)
-                subprocess.run(command(scan, profile), check=True)
+        scans = args.only.split(",") if args.only else SCANS
+        run_commands(command(scan, profile) for scan in scans for profile in PROFILES)
     print(table())
 
 
