@@ -37,8 +37,10 @@ def scans(data: Path) -> list[tuple[str, str, object]]:
 
     tests = Path(__file__).resolve().parents[1] / "tests" / "data"
     return [
-        ("LIDC-IDRI-0002 (held out)", "CT", central(read_volume(data / "train/ct_lidc0002_chest_1p25mm.nii.gz"), 256, 60, 220)),
-        ("MEMPRAGE MR (held out)", "MR", central(read_volume(data / "train/mr_fnndsc_memprage_1p0mm.nii.gz", axis="z"), 160)),
+        ("LIDC-IDRI-0002 (held out)", "CT",
+         central(read_volume(data / "train/ct_lidc0002_chest_1p25mm.nii.gz"), 256, 60, 220)),
+        ("MEMPRAGE MR (held out)", "MR",
+         central(read_volume(data / "train/mr_fnndsc_memprage_1p0mm.nii.gz", axis="z"), 160)),
         ("tests/data LIDC crop", "CT", read_volume(tests / "ct_lidc0002_crop_128x128x40_1p25mm.nii.gz")),
         ("tests/data VTK head", "CT", read_volume(tests / "ct_vtk_headsq_64x64x93_1p5mm.nii.gz", axis="z")),
         ("tests/data TotalSegmentator CT", "CT", read_volume(tests / "ct_totalseg_sm_122x101x30_3mm.nii.gz")),
@@ -94,7 +96,8 @@ def table(rows: list[dict]) -> str:
         cells = [f"{by[m]['psnr']:.2f} / {by[m]['banding']:.2f}" for m in methods]
         thin = by["thin reference"]
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells)
-                     + f" | {by['cycleinr, texture 1']['added_noise']:.3g} | {thin['banding']:.2f}, {thin['noise']:.3g} |")
+                     + f" | {by['cycleinr, texture 1']['added_noise']:.3g} | {thin['banding']:.2f}, "
+                     f"{thin['noise']:.3g} |")
     return "\n".join(lines)
 
 

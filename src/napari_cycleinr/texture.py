@@ -92,8 +92,9 @@ def _flat_patches(planes: np.ndarray, threshold: float) -> list[np.ndarray]:
         h, w = plane.shape
         for y in range(0, h - size + 1, step):
             for x in range(0, w - size + 1, step):
-                if inside[y : y + size, x : x + size].all():
-                    scored.append((float(gradient[y : y + size, x : x + size].mean()), plane[y : y + size, x : x + size]))
+                window = (slice(y, y + size), slice(x, x + size))
+                if inside[window].all():
+                    scored.append((float(gradient[window].mean()), plane[window]))
     if len(scored) < MIN_PATCHES:
         return []
     scored.sort(key=lambda item: item[0])
