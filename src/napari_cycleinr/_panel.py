@@ -29,6 +29,7 @@ from superqt import QCollapsible
 from napari_cycleinr._profile_label import PROFILE_CHOICES
 from napari_cycleinr._runner import DEVICES, METHODS, SAME_AS_SPACING
 from napari_cycleinr._target_text import VALUES_HELP
+from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.options import ADAPT_MINUTES as DEFAULT_ADAPT_MINUTES
 from napari_cycleinr.options import ADAPT_MINUTES_RANGE, MAX_SMOOTHING, MAX_TEXTURE
 from napari_cycleinr.request import AdaptSettings, Request
@@ -267,16 +268,25 @@ class Panel(Container):
         self._checkpoint.visible = choice == MODEL_FILE
         self._update_scan_options()
 
+    def _chosen_weights(self) -> str | None:
+        """The weights the model controls name: `mixed`, a checkpoint file, or None (the bundled weights for the
+        slice profile, or an interpolation); a checkpoint file not chosen or not there raises CycleINRError."""
+        if self._method.value != "cycleinr" or self._model.value == MODEL_DEFAULT:
+            return None
+        if self._model.value == MODEL_MIXED:
+            return "mixed"
+        path = self._checkpoint.value
+        if path is None or str(path) in ("", ".") or not Path(path).is_file():
+            raise CycleINRError("choose a checkpoint file (.safetensors), or use the bundled default model")
+        return str(path)
+
     def _profile_request(self) -> Request:
         """What the controls ask of a run, as far as the slice profile goes: the method, the weights (a
-        chosen file by its name) and the steps that use the profile."""
-        model = self._method.value == "cycleinr"
-        weights = None
-        if model and self._model.value == MODEL_MIXED:
-            weights = "mixed"
-        elif model and self._model.value == MODEL_FILE:
-            chosen = Path(str(self._checkpoint.value or ""))
-            weights = str(chosen) if chosen.is_file() else "a checkpoint file"
+        checkpoint file not chosen yet as such) and the steps that use the profile."""
+        try:
+            weights = self._chosen_weights()
+        except CycleINRError:
+            weights = "a checkpoint file"
         return Request(method=self._method.value, weights=weights, consistency=bool(self._exact.value),
                        adapt=AdaptSettings() if self.adapting else None)
 

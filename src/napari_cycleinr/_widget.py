@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -207,14 +206,7 @@ class SuperResolutionWidget(Panel):
             if reference_layer is layer:
                 raise CycleINRError("the reference must be another layer than the input")
             reference = layer_to_volume(reference_layer.data, layer_meta(reference_layer))
-        checkpoint = "mixed" if self._method.value == "cycleinr" and self._model.value == MODEL_MIXED else None
-        if self._method.value == "cycleinr" and self._model.value == MODEL_FILE:
-            path = self._checkpoint.value
-            if path is None or str(path) in ("", ".") or not Path(path).is_file():
-                raise CycleINRError(
-                    "choose a checkpoint file (.safetensors), or use the bundled default model"
-                )
-            checkpoint = str(path)
+        checkpoint = self._chosen_weights()
         self._display = {"contrast_limits": tuple(layer.contrast_limits), "colormap": layer.colormap.name}
         return Job(
             volume=volume,

@@ -305,11 +305,9 @@ def _acquired_noise(request: Request, volume: Volume) -> tuple[NoiseSpectrum, fl
     """The input's noise spectrum and body threshold, when the request adds texture (texture.py)."""
     if not request.texture:
         return None
-    from napari_cycleinr.intensity import guess_modality
     from napari_cycleinr.texture import body_level, measure_noise
 
-    modality = (request.modality or volume.metadata.get("modality") or guess_modality(volume.data)).upper()
-    threshold = body_level(volume.data, "CT" if modality == "CT" else "MR")
+    threshold = body_level(volume.data, _modality(request, volume))
     noise = measure_noise(volume.data, threshold)
     if noise is None:
         raise CycleINRError(
