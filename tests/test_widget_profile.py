@@ -6,11 +6,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from qtpy.QtCore import QTimer
 
 from napari_cycleinr._layers import KEY, layer_meta, layer_to_volume
 from napari_cycleinr._panel import MODEL_FILE, MODEL_MIXED
 from napari_cycleinr._profile_label import FINDING, FOUND, NOT_3D
+from napari_cycleinr.errors import CycleINRError
 from tests.conftest import CT_3MM, DATA
 from tests.test_widget import (  # noqa: F401 - fixtures
     RUN_TIMEOUT_MS,
@@ -161,3 +163,5 @@ def test_the_line_follows_the_method_and_the_weights(viewer_and_widget, tmp_path
     assert widget._profile_found.value.endswith("the weights chosen (mixed)")
     widget._model.value = MODEL_FILE
     assert widget._profile_found.value.endswith("the weights chosen (a checkpoint file)")
+    with pytest.raises(CycleINRError, match="choose a checkpoint file"):  # a run needs the file itself
+        widget._make_job()
