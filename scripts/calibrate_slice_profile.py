@@ -27,11 +27,15 @@ TRAINING = ["train/ct_invesalius0051_head_1p5mm.nii.gz", "train/ct_4dlung_phase0
 VALIDATION = ["train/ct_lidc0002_chest_1p25mm.nii.gz", "train/mr_fnndsc_memprage_1p0mm.nii.gz"]
 TESTS = ["tests/data/ct_lidc0002_crop_128x128x40_1p25mm.nii.gz", "tests/data/ct_vtk_headsq_64x64x93_1p5mm.nii.gz"]
 THICK = "thick/ct_pyradiomics_lung1_5mm.nii.gz"
+SAMPLE = "src/napari_cycleinr/sample_data/chest_ct_5mm.nii.gz"  # a 5 mm slab average, 16 slices
 FACTORS = (2.5, 4.0, 5.0)
+SHORT = 16
 TRUTH = {"skip": ("skip", None), "average": ("average", None), "gaussian": ("gaussian", None)}
 
 
-def positions(path: Path) -> list[dict]:
+def positions(path: Path, window: int | None = None) -> list[dict]:
+    """Every profile at every factor; with `window`, four runs of that many thick slices instead of the whole
+    scan (a short scan: the bundled sample has 16)."""
     volume = read_volume(path)
     data, spacing = slice_profile.central_square(volume.data), volume.spacing
     modality = guess_modality(volume.data)
@@ -39,21 +43,41 @@ def positions(path: Path) -> list[dict]:
     for factor in FACTORS:
         for kind in slice_profile.PROFILES:
             matrix = slice_profile.profile_weights(data.shape[0], factor, kind).astype(np.float32)
-            thick = np.tensordot(matrix, data, axes=(1, 0))
-            thick_spacing = (spacing[0] * factor, spacing[1], spacing[2])
-            position = slice_profile.profile_position(thick, thick_spacing, modality)
-            found = slice_profile.estimate(thick, thick_spacing, modality)
-            rows.append({"scan": path.name, "modality": modality, "factor": factor, "truth": kind,
-                         "position": round(position, 4) if np.isfinite(position) else None,
-                         "estimate": found.kind, "confidence": round(found.confidence or 0.0, 3)})
-            print(rows[-1], flush=True)
+            whole = np.tensordot(matrix, data, axes=(1, 0))
+            starts = [0] if window is None else sorted({int(s) for s in np.linspace(0, len(whole) - window, 4)})
+            if window is not None and len(whole) < window:
+                continue
+            for start in starts:
+                thick = whole if window is None else whole[start : start + window]
+                rows.append(case(path.name, modality, factor, kind, thick, (spacing[0] * factor, *spacing[1:])))
+                rows[-1]["slices"] = len(thick)
+                print(rows[-1], flush=True)
     return rows
 
 
+def case(name: str, modality: str, factor: float, kind: str, thick: np.ndarray, spacing: tuple) -> dict:
+    position = slice_profile.profile_position(thick, spacing, modality)
+    shared = slice_profile.shared_noise(thick, modality)
+    found = slice_profile.estimate(thick, spacing, modality)
+    return {"scan": name, "modality": modality, "factor": factor, "truth": kind,
+            "position": round(position, 4) if np.isfinite(position) else None,
+            "shared_noise": round(shared, 4) if np.isfinite(shared) else None,
+            "estimate": found.kind, "thickness": round(found.thickness, 3),
+            "confidence": round(found.confidence or 0.0, 3)}
+
+
 def accuracy(rows: list[dict]) -> dict:
-    """How often the estimate names the true profile, and how often it is confident and wrong."""
+    """How often the estimate names the true profile, how often it is confident (and so picks the weights),
+    how often confident and wrong, and the error of the Gaussian width (true FWHM = spacing) where confident."""
+    confident = [r for r in rows if r["confidence"] >= 0.5]
+    widths = [abs(r["thickness"] - 1.0) for r in confident if r["truth"] == r["estimate"] == "gaussian"]
     return {"cases": len(rows), "right": sum(r["truth"] == r["estimate"] for r in rows),
-            "confident_and_wrong": sum(r["truth"] != r["estimate"] and r["confidence"] >= 0.5 for r in rows)}
+            "confident": len(confident),
+            "confident_and_wrong": sum(r["truth"] != r["estimate"] for r in confident),
+            "gaussian_cases": sum(r["truth"] == "gaussian" for r in rows),
+            "gaussian_confident_and_right": len(widths),
+            "gaussian_width_error_max": round(max(widths), 3) if widths else None,
+            "gaussian_width_error_mean": round(float(np.mean(widths)), 3) if widths else None}
 
 
 def main() -> None:
@@ -66,25 +90,37 @@ def main() -> None:
     usable = [r for r in training if r["position"] is not None
               and slice_profile.PLAUSIBLE[0] <= r["position"] <= slice_profile.PLAUSIBLE[1]]
     means = {k: float(np.median([r["position"] for r in usable if r["truth"] == k])) for k in slice_profile.PROFILES}
+    shared = {k: float(np.median([r["shared_noise"] for r in usable if r["truth"] == k and r["shared_noise"] is not None]))
+              for k in slice_profile.PROFILES}
     boundaries = {"gaussian_below": (means["gaussian"] + means["average"]) / 2,
-                  "gaps_above": (means["average"] + means["skip"]) / 2}
+                  "gaps_above": (means["average"] + means["skip"]) / 2,
+                  "shared_noise_above": (shared["gaussian"] + shared["average"]) / 2}
     print("class means", means, "boundaries", boundaries, flush=True)
     held_out = [row for name in VALIDATION for row in positions(data / name)]
     held_out += [row for name in TESTS for row in positions(Path(name))]
+    short = [row for name in VALIDATION for row in positions(data / name, SHORT)]
+    short += [row for name in TESTS for row in positions(Path(name), SHORT)]
     real = read_volume(data / THICK)
     found = slice_profile.estimate(slice_profile.central_square(real.data), real.spacing, "CT")
+    bundled = read_volume(SAMPLE)
+    sample = slice_profile.estimate(bundled.data, bundled.spacing, "CT")
     summary = {
         "training_class_medians": means,
+        "training_shared_noise_medians": shared,
         "boundaries": boundaries,
-        "module_boundaries": {"gaussian_below": slice_profile.GAUSSIAN_BELOW, "gaps_above": slice_profile.GAPS_ABOVE},
+        "module_boundaries": {"gaussian_below": slice_profile.GAUSSIAN_BELOW, "gaps_above": slice_profile.GAPS_ABOVE,
+                              "shared_noise_above": slice_profile.SHARED_NOISE_ABOVE},
         "accuracy_training": {m: accuracy([r for r in training if r["modality"] == m]) for m in ("CT", "MR")},
         "accuracy_held_out": {m: accuracy([r for r in held_out if r["modality"] == m]) for m in ("CT", "MR")},
+        "accuracy_held_out_short": {m: accuracy([r for r in short if r["modality"] == m]) for m in ("CT", "MR")},
         "real_5mm_scan": found.to_record() | {"detail": found.detail},
+        "bundled_sample": sample.to_record() | {"detail": sample.detail},
         "training": training,
         "held_out": held_out,
+        "held_out_short": short,
     }
     Path(args.out).write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("training", "held_out")}, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("training", "held_out", "held_out_short")}, indent=1))
 
 
 if __name__ == "__main__":

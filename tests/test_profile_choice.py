@@ -1,5 +1,6 @@
 """The pipeline settles the slice profile before any work: the user's, the DICOM record's, or the image's
-estimate reported while the mixed-profile weights answer (pipeline.settle_profile)."""
+estimate: acted on when confident (a Gaussian profile), else reported while the mixed-profile weights answer
+(pipeline.settle_profile)."""
 
 import json
 
@@ -10,6 +11,8 @@ from napari_cycleinr import pipeline
 from napari_cycleinr.cli import main
 from napari_cycleinr.io import read_volume
 from napari_cycleinr.request import Request, target
+from napari_cycleinr.slice_profile import profile_weights
+from napari_cycleinr.volume import Volume
 from tests.conftest import CT_3MM, DATA, MR_3MM
 
 PHILIPS = DATA / "dicom" / "ct_philips_2slices"
@@ -44,6 +47,18 @@ def test_without_a_record_the_estimate_is_told_and_the_mixed_weights_answer():
     assert found.source == "estimate" and not found.confident
     assert request.weights == "mixed" and request.profile == "average"  # consistency keeps the default
     assert "not known (the image suggests" in found.describe()
+
+
+def test_a_gaussian_profile_found_in_the_image_picks_the_gaussian_weights():
+    thin = read_volume(DATA / "ct_lidc0002_crop_128x128x40_1p25mm.nii.gz")
+    matrix = profile_weights(thin.shape[0], 2.5, "gaussian").astype(np.float32)
+    data = np.rint(np.tensordot(matrix, thin.data.astype(np.float32), axes=(1, 0))).astype(np.int16)
+    volume = Volume.from_spacing(data, (thin.spacing[0] * 2.5, *thin.spacing[1:]))  # a NIfTI: no record
+    result = pipeline.run(Request(profile=None).with_targets([target(len(data), volume.spacing[0], "factor", 2.0)]), volume)
+    record = result.outputs[0].volume.metadata["super_resolution"]
+    assert record["model"].endswith("gaussian.safetensors")
+    assert record["slice_profile"]["source"] == "estimate" and record["slice_profile"]["kind"] == "gaussian"
+    assert result.slice_profile.describe().startswith("slice profile: Gaussian, estimated from the image")
 
 
 @pytest.mark.parametrize(

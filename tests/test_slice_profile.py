@@ -51,6 +51,40 @@ def test_the_image_orders_the_profiles_on_a_real_ct():
     assert positions["gaussian"] < positions["average"] < positions["skip"]
 
 
+@pytest.mark.parametrize(("kind", "shared"), [("gaussian", 0.25), ("average", 0.0), ("skip", 0.0)])
+def test_overlapping_profiles_share_noise(kind, shared):
+    """Thin slices of pure noise: a Gaussian of FWHM = spacing shares exp(-ln 16 / 4) = 0.25 of it between
+    neighbouring thick slices, contiguous slabs and gaps none."""
+    rng = np.random.default_rng(1)
+    thin = 40.0 + 20.0 * rng.standard_normal((160, 96, 96)).astype(np.float32)
+    matrix = slice_profile.profile_weights(len(thin), 4.0, kind).astype(np.float32)
+    thick = np.tensordot(matrix, thin, axes=(1, 0))
+    assert slice_profile.shared_noise(thick, "CT") == pytest.approx(shared, abs=0.03)
+    if kind == "gaussian":
+        assert slice_profile.gaussian_width(slice_profile.shared_noise(thick, "CT")) == pytest.approx(1.0, abs=0.1)
+
+
+def test_a_gaussian_profile_is_known_from_the_image():
+    """Both cues agree on a real CT of 16 Gaussian-profiled slices: confident, and the width about right."""
+    data, spacing = thick_scan("gaussian", 2.5)
+    assert len(data) == slice_profile.CONFIDENT_SLICES
+    found = slice_profile.estimate(data, spacing, "CT")
+    assert found.kind == "gaussian" and found.confident and found.thickness == pytest.approx(1.0, abs=0.25)
+    assert "estimated from the image: smooth along z, noise shared between slices" in found.describe()
+
+
+@pytest.mark.parametrize("kind", ["average", "skip"])
+def test_slab_average_against_gaps_is_only_a_hint(kind):
+    found = slice_profile.estimate(*thick_scan(kind, 2.5), "CT")
+    assert not found.confident and found.kind != "gaussian"
+
+
+def test_too_few_slices_are_never_confident():
+    data, spacing = thick_scan("gaussian", 4.0)  # 10 slices
+    found = slice_profile.estimate(data, spacing, "CT")
+    assert found.kind == "gaussian" and not found.confident
+
+
 def test_precedence_user_then_record_then_image():
     data, spacing = thick_scan("skip")
     record = {"slice_thickness_mm": 5.0, "slice_spacing_mm": 5.0}
@@ -58,7 +92,7 @@ def test_precedence_user_then_record_then_image():
     assert slice_profile.find_profile(data, spacing, "CT", record).kind == "average"
     estimated = slice_profile.find_profile(data, spacing, "CT", {})
     assert estimated.source == "estimate" and 0.0 <= estimated.confidence <= slice_profile.IMAGE_CONFIDENCE
-    assert not estimated.confident  # an image estimate never picks a specialist's weights
+    assert not estimated.confident  # gaps are only ever a hint
     assert "not known (the image suggests" in estimated.describe()
 
 

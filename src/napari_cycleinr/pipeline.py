@@ -123,10 +123,11 @@ def _load_weights(request: Request, engine: Engine, progress: Progress | None) -
 
 def settle_profile(request: Request, volume: Volume) -> tuple[Request, SliceProfile | None]:
     """The request with the scan's slice profile settled: the user's choice, else the scan's DICOM record,
-    else an estimate from the image (slice_profile.py). An estimate is never confident enough to act on: it
-    is reported, while the weights become the mixed-profile ones (never far from the best, where a wrong
-    specialist can fall below tricubic) and consistency and adaptation keep the default slab average
-    (docs/method.md, "Which weights: the slice profile, found"). An MR gets weights trained with MR instead:
+    else an estimate from the image (slice_profile.py). Only a confident estimate is acted on (a Gaussian
+    profile that both of its cues name); any other is reported, while the weights become the mixed-profile
+    ones (never far from the best, where a wrong specialist can fall below tricubic) and consistency and
+    adaptation keep the default slab average (docs/method.md, "Which weights: the slice profile, found").
+    An MR gets weights trained with MR instead:
     `mr` where the profile is not known, the profile's MR-aware weights where it is (better on held-out MR
     than the CT-trained ones: docs/results.md, "MR in training: longer, and the specialists")."""
     from napari_cycleinr.slice_profile import SliceProfile, find_profile

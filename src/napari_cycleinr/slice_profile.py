@@ -4,15 +4,17 @@ The order (docs/method.md, "Which weights: the slice profile, found"): the user'
 record (SliceThickness against the measured spacing between slice centres); else an estimate from the image
 itself. A NIfTI or TIFF file records no thickness, so for those the image is all there is.
 
-The image estimate uses the in-plane axes, which are sharp: degraded along one of them with each candidate
-profile at the scan's own slice spacing, they show what the through-plane axis would look like under that
-profile. One scale-free statistic, the mean |second difference| over the mean |first difference| of the
-sampled lines, orders the profiles (gaps > slab average > Gaussian: a wider profile leaves a smoother
-signal). The through-plane value is placed on the span between the Gaussian and the gaps simulations
-(`position`); anatomy is not isotropic, so the class boundaries on that span were calibrated on synthetic
-degradations of the training scans (scripts/calibrate_slice_profile.py), never the validation scans. The
-estimate is shown, but it is never confident enough to act on (IMAGE_CONFIDENCE): the pipeline then takes the
-weights trained on every profile, and consistency and adaptation the default slab average.
+The image estimate uses two cues. (1) The in-plane axes are sharp: degraded along one of them with each
+candidate profile at the scan's own slice spacing, they show what the through-plane axis would look like under
+that profile. One scale-free statistic, the mean |second difference| over the mean |first difference| of the
+sampled lines, orders the profiles (gaps > slab average > Gaussian: a wider profile leaves a smoother signal).
+The through-plane value is placed on the span between the Gaussian and the gaps simulations (`position`);
+anatomy is not isotropic, so where a scan sits on that span moves with its anatomy, and the class boundaries
+were calibrated on synthetic degradations of the training scans (scripts/calibrate_slice_profile.py), never
+the validation scans. (2) Slices whose profiles overlap (Gaussian tails, thickness above spacing) share part
+of their noise; slab averages and gaps do not (`shared_noise`). That is physics, not anatomy, so it holds from
+scan to scan. Only where both cues name a Gaussian profile is the estimate confident enough to pick weights;
+slab average against gaps rests on the first cue alone and stays a hint (IMAGE_CONFIDENCE).
 
 numpy and scipy only: the widget shows the finding before anything loads torch.
 """
@@ -42,12 +44,23 @@ GAPS_ABOVE = 0.88
 scripts/calibrate_slice_profile.py on synthetic degradations of the training scans (medians 0.41, 0.80 and
 0.96 for Gaussian, slab average and gaps; docs/results/slice_profile_estimate.json)."""
 IMAGE_CONFIDENCE = 0.45
-"""The most an image estimate is trusted, below `confident`: the statistic orders the profiles within every
+"""The most the position alone is trusted, below `confident`: the statistic orders the profiles within every
 scan, but where the scale sits moves with the anatomy (the bundled sample, a slab average, reads beyond the gaps
-boundary). A wrong specialist costs up to 3 dB and the mixed-profile weights a few tenths, so only a profile
-the user names or the DICOM record states picks a specialist."""
+boundary). A wrong specialist costs up to 3 dB and the mixed-profile weights a few tenths, so slab average
+against gaps is never acted on; a Gaussian profile is, when the shared noise agrees (SHARED_NOISE_ABOVE)."""
 MR_CONFIDENCE = 0.3
 """On MR the slab average reads close to gaps even where calibrated (held-out MEMPRAGE: 4 of 9 right)."""
+SHARED_NOISE_ABOVE = 0.21
+"""Shared noise (`shared_noise`) above which neighbouring slices overlap: the midpoint between the Gaussian
+and the slab-average medians on synthetic degradations of the training scans (0.30 and 0.12;
+scripts/calibrate_slice_profile.py). A Gaussian of FWHM = spacing shares 0.25 in theory, contiguous slabs and
+gaps 0; thin slices that themselves overlap add a little to every profile."""
+SHARED_NOISE_MARGIN = 0.03
+"""Shared noise closer than this to SHARED_NOISE_ABOVE is a guess."""
+CONFIDENT_SLICES = 16
+"""Fewer slices than this never make a confident estimate: 16 (the bundled sample's count) is the shortest scan
+the estimate was measured on (docs/results.md, "Finding the slice profile"); shorter ones hold too little
+anatomy, and a resampled one shares content between all its slices."""
 CONFIDENT_MARGIN = 0.08
 """A position closer than this to a boundary is a guess: the pipeline takes the mixed-profile weights."""
 
@@ -84,7 +97,8 @@ class SliceProfile:
             return (f"slice profile: not known (the image suggests {names[self.kind]}, confidence "
                     f"{self.confidence:.2f}); {self.fallback}")
         if self.source == "estimate":
-            text += f", estimated from the image (confidence {self.confidence:.2f})"
+            why = ": smooth along z, noise shared between slices" if self.kind == "gaussian" else ""
+            text += f", estimated from the image{why} (confidence {self.confidence:.2f})"
         elif self.source == "header":
             text += f", {self.detail}, from DICOM"
         else:
@@ -214,6 +228,19 @@ def estimate(data: np.ndarray, spacing: tuple[float, float, float], modality: st
     if not (math.isfinite(position) and PLAUSIBLE[0] <= position <= PLAUSIBLE[1]):
         # too small, too empty or too uniform (a phantom) for the simulations to span the profiles
         return SliceProfile("average", 1.0, "estimate", 0.0, "cannot tell from the image")
+    shared = shared_noise(data, modality)
+    cap = IMAGE_CONFIDENCE if modality == "CT" else MR_CONFIDENCE
+    detail = f"position {position:.2f}, shared noise {shared:.2f}"
+    if position < GAUSSIAN_BELOW and shared > SHARED_NOISE_ABOVE:
+        # both cues: smooth through-plane lines and noise shared with the neighbours
+        confidence = min(1.0, 0.5 * (shared - SHARED_NOISE_ABOVE) / SHARED_NOISE_MARGIN)
+        if data.shape[0] < CONFIDENT_SLICES:
+            confidence = min(cap, confidence)
+        return SliceProfile("gaussian", gaussian_width(shared), "estimate", confidence, detail)
+    if position < GAUSSIAN_BELOW and math.isfinite(shared):
+        # smooth lines, but no noise shared: smooth anatomy under contiguous slabs
+        margin = min(SHARED_NOISE_ABOVE - shared, GAUSSIAN_BELOW - position)
+        return SliceProfile("average", 1.0, "estimate", min(cap, 0.5 * margin / CONFIDENT_MARGIN), detail)
     if position < GAUSSIAN_BELOW:
         kind, thickness = "gaussian", 1.0
     elif position > GAPS_ABOVE:
@@ -221,8 +248,40 @@ def estimate(data: np.ndarray, spacing: tuple[float, float, float], modality: st
     else:
         kind, thickness = "average", 1.0
     margin = min(abs(position - GAUSSIAN_BELOW), abs(position - GAPS_ABOVE))
-    confidence = min(IMAGE_CONFIDENCE if modality == "CT" else MR_CONFIDENCE, 0.5 * margin / CONFIDENT_MARGIN)
-    return SliceProfile(kind, thickness, "estimate", confidence, f"position {position:.2f}")
+    return SliceProfile(kind, thickness, "estimate", min(cap, 0.5 * margin / CONFIDENT_MARGIN), detail)
+
+
+def shared_noise(data: np.ndarray, modality: str) -> float:
+    """How much noise neighbouring slices share: the correlation of the in-plane detail of flat tissue between
+    neighbouring slices, less that between slices two apart (the share of anatomy that runs on). NaN when the
+    scan has too few slices or too little flat tissue. Measured on the central square, as the position is."""
+    data = central_square(data)
+    if data.shape[0] < 3:
+        return float("nan")
+    detail = data - ndimage.gaussian_filter(data, (0, 1.0, 1.0))
+    smooth = ndimage.gaussian_filter(data, (0, 2.0, 2.0))
+    gradient = np.hypot(ndimage.sobel(smooth, 1), ndimage.sobel(smooth, 2))
+    body = body_mask(data, modality)
+    if np.count_nonzero(body) < 1024:
+        return float("nan")
+    flat = body & (gradient < np.percentile(gradient[body], 25))
+    return _correlation(detail, flat, 1) - _correlation(detail, flat, 2)
+
+
+def _correlation(values: np.ndarray, mask: np.ndarray, lag: int) -> float:
+    both = mask[:-lag] & mask[lag:]
+    if np.count_nonzero(both) < 256:
+        return float("nan")
+    a, b = values[:-lag][both].astype(np.float64), values[lag:][both].astype(np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    scale = math.sqrt(float((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / scale) if scale > 0 else float("nan")
+
+
+def gaussian_width(shared: float) -> float:
+    """FWHM over spacing of the Gaussian profile whose neighbours share this much noise: exp(-(S / sigma)^2 / 4)."""
+    shared = min(max(shared, 0.05), 0.9)
+    return float(FWHM_PER_SIGMA / (2.0 * math.sqrt(-math.log(shared))))
 
 
 def find_profile(
