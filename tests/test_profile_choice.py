@@ -144,3 +144,13 @@ def test_evaluate_auto_scores_what_upsample_takes_with_no_profile(tmp_path, scan
     (entry,) = json.loads(report.read_text())["results"]
     assert entry["auto"]["weights"] == weights and entry["auto"]["slice_profile"]["source"] == "estimate"
     assert entry["methods"]["auto"]["psnr"] == entry["methods"][weights]["psnr"]
+
+
+def test_the_modality_is_settled_once_for_weights_and_intensities():
+    """A file that says MR is normalised as MR and gets the MR weights, even where its values reach down to
+    air as a CT's do (the weights and the normalisation never disagree)."""
+    volume = read_volume(CT_3MM)
+    volume.metadata["modality"] = "MR"
+    result = pipeline.run(Request(profile=None).with_targets([target(30, 3.0, "factor", 2.0)]), volume)
+    record = result.outputs[0].volume.metadata["super_resolution"]
+    assert record["modality"] == "MR" and record["model"].endswith("mr.safetensors")

@@ -188,6 +188,8 @@ def run(
         raise CycleINRError("the request has no output grid: give a factor or a spacing")
     if out is not None and len(request.targets) > 1:
         raise CycleINRError("a preallocated output array holds one target's output")
+    # settled once, so that the weights, the profile, the texture and the intensities agree on it
+    request = replace(request, modality=_modality(request, volume))
     request, found = settle_profile(request, volume)
     noise = _acquired_noise(request, volume)  # before any work: a scan with nothing to measure fails now
     if engine is None:
