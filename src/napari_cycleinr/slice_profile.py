@@ -57,6 +57,7 @@ scripts/calibrate_slice_profile.py). A Gaussian of FWHM = spacing shares 0.25 in
 gaps 0; thin slices that themselves overlap add a little to every profile."""
 SHARED_NOISE_MARGIN = 0.03
 """Shared noise closer than this to SHARED_NOISE_ABOVE is a guess."""
+SHARED_NOISE_SLICES = 96
 CONFIDENT_SLICES = 16
 """Fewer slices than this never make a confident estimate: 16 (the bundled sample's count) is the shortest scan
 the estimate was measured on (docs/results.md, "Finding the slice profile"); shorter ones hold too little
@@ -254,8 +255,10 @@ def estimate(data: np.ndarray, spacing: tuple[float, float, float], modality: st
 def shared_noise(data: np.ndarray, modality: str) -> float:
     """How much noise neighbouring slices share: the correlation of the in-plane detail of flat tissue between
     neighbouring slices, less that between slices two apart (the share of anatomy that runs on). NaN when the
-    scan has too few slices or too little flat tissue. Measured on the central square, as the position is."""
-    data = central_square(data)
+    scan has too few slices or too little flat tissue. Measured on the central square, as the position is, of
+    at most SHARED_NOISE_SLICES slices from the middle (a bounded cost on any scan)."""
+    middle = max(0, (data.shape[0] - SHARED_NOISE_SLICES) // 2)
+    data = central_square(data[middle : middle + SHARED_NOISE_SLICES])
     if data.shape[0] < 3:
         return float("nan")
     detail = data - ndimage.gaussian_filter(data, (0, 1.0, 1.0))
