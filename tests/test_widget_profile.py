@@ -13,6 +13,7 @@ from napari_cycleinr._layers import KEY, layer_meta, layer_to_volume
 from napari_cycleinr._panel import MODEL_FILE, MODEL_MIXED
 from napari_cycleinr._profile_label import FINDING, FOUND, NOT_3D
 from napari_cycleinr.errors import CycleINRError
+from napari_cycleinr.volume import Volume
 from tests.conftest import CT_3MM, DATA
 from tests.test_widget import (  # noqa: F401 - fixtures
     RUN_TIMEOUT_MS,
@@ -114,6 +115,26 @@ def test_a_nifti_scan_gets_the_mixed_profile_weights_and_says_why(viewer_and_wid
     assert record["slice_profile"]["source"] == "estimate" and record["slice_profile"]["description"] == line
     assert record["model"].endswith("mixed.safetensors") and record["parameters"]["profile"] == "average"
     assert messages(notes, "info").count(line) == 1
+    assert_no_traceback_notifications(notes)
+
+
+def test_smooth_overlapping_slices_are_told_and_get_the_gaussian_weights(viewer_and_widget, qtbot, notes, tmp_path):
+    from napari_cycleinr.io import read_volume, write_volume
+    from napari_cycleinr.slice_profile import profile_weights
+
+    thin = read_volume(DATA / "ct_lidc0002_crop_128x128x40_1p25mm.nii.gz")
+    matrix = profile_weights(thin.shape[0], 2.5, "gaussian").astype(np.float32)  # 16 slices of 3.125 mm
+    data = np.rint(np.tensordot(matrix, thin.data.astype(np.float32), axes=(1, 0))).astype(np.int16)
+    path = write_volume(Volume.from_spacing(data, (thin.spacing[0] * 2.5, *thin.spacing[1:])), tmp_path / "smooth.nii.gz")
+    viewer, widget = viewer_and_widget
+    widget._input.value = open_with_plugin(viewer, path)
+    line = found_line(widget, qtbot)
+    assert line.startswith("slice profile: Gaussian, estimated from the image: smooth along z"), line
+    widget._target_kind.value = "factor"
+    widget._values.value = "2"
+    run(widget, qtbot)
+    record = record_of(viewer.layers["smooth_SRx2"])
+    assert record["slice_profile"]["description"] == line and record["model"].endswith("gaussian.safetensors")
     assert_no_traceback_notifications(notes)
 
 
