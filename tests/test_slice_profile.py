@@ -100,3 +100,11 @@ def test_a_uniform_scan_cannot_be_told():
     flat = np.zeros((12, 64, 64), dtype=np.float32)
     found = slice_profile.estimate(flat, (5.0, 0.7, 0.7), "CT")
     assert found.confidence == 0.0 and not found.confident and found.kind == "average"
+
+
+def test_a_long_scan_is_read_in_its_middle_block():
+    """A bounded cost and memory on a scan of any length: the middle ESTIMATE_SLICES slices, central square."""
+    long = np.arange(400, dtype=np.int16)[:, None, None] * np.ones((1, 300, 300), np.int16)
+    block = slice_profile.central_block(long)
+    assert block.shape == (slice_profile.ESTIMATE_SLICES, 256, 256) and block.dtype == np.float32
+    assert block[0, 0, 0] == (400 - slice_profile.ESTIMATE_SLICES) // 2

@@ -57,7 +57,9 @@ scripts/calibrate_slice_profile.py). A Gaussian of FWHM = spacing shares 0.25 in
 gaps 0; thin slices that themselves overlap add a little to every profile."""
 SHARED_NOISE_MARGIN = 0.03
 """Shared noise closer than this to SHARED_NOISE_ABOVE is a guess."""
-SHARED_NOISE_SLICES = 96
+ESTIMATE_SLICES = 128
+"""The estimate reads at most this many slices from the middle of the scan (a bounded cost and memory on a
+scan of any length; every calibration scan is shorter)."""
 CONFIDENT_SLICES = 16
 """Fewer slices than this never make a confident estimate: 16 (the bundled sample's count) is the shortest scan
 the estimate was measured on (docs/results.md, "Finding the slice profile"); shorter ones hold too little
@@ -175,8 +177,8 @@ def body_mask(data: np.ndarray, modality: str) -> np.ndarray:
 
 def profile_position(data: np.ndarray, spacing: tuple[float, float, float], modality: str) -> float:
     """Where the through-plane statistic lies between the Gaussian (0) and gaps (1) simulations; NaN when
-    the scan is too small or too empty to tell. Measured on the central ESTIMATE_SIZE square, as calibrated."""
-    data = central_square(data)
+    the scan is too small or too empty to tell. Measured on the central block, as calibrated."""
+    data = central_block(data)
     real = line_statistic(np.moveaxis(data, 0, -1), np.moveaxis(body_mask(data, modality), 0, -1))
     planes = np.asarray(data[:: max(1, data.shape[0] // 24)], dtype=np.float32)
     sigma = _inplane_noise(planes[:: max(1, len(planes) // 8)], modality)
@@ -201,6 +203,12 @@ def profile_position(data: np.ndarray, spacing: tuple[float, float, float], moda
     if not (math.isfinite(real) and math.isfinite(span) and span > 1e-3):
         return float("nan")
     return (real - simulated["gaussian"]) / span
+
+
+def central_block(data: np.ndarray) -> np.ndarray:
+    """The central square of at most ESTIMATE_SLICES slices from the middle, as float32."""
+    middle = max(0, (data.shape[0] - ESTIMATE_SLICES) // 2)
+    return central_square(data[middle : middle + ESTIMATE_SLICES])
 
 
 def central_square(data: np.ndarray, size: int = 256) -> np.ndarray:
@@ -255,10 +263,8 @@ def estimate(data: np.ndarray, spacing: tuple[float, float, float], modality: st
 def shared_noise(data: np.ndarray, modality: str) -> float:
     """How much noise neighbouring slices share: the correlation of the in-plane detail of flat tissue between
     neighbouring slices, less that between slices two apart (the share of anatomy that runs on). NaN when the
-    scan has too few slices or too little flat tissue. Measured on the central square, as the position is, of
-    at most SHARED_NOISE_SLICES slices from the middle (a bounded cost on any scan)."""
-    middle = max(0, (data.shape[0] - SHARED_NOISE_SLICES) // 2)
-    data = central_square(data[middle : middle + SHARED_NOISE_SLICES])
+    scan has too few slices or too little flat tissue. Measured on the central block, as the position is."""
+    data = central_block(data)
     if data.shape[0] < 3:
         return float("nan")
     detail = data - ndimage.gaussian_filter(data, (0, 1.0, 1.0))
