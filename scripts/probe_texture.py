@@ -23,6 +23,7 @@ from napari_cycleinr.model.checkpoint import load_model
 from napari_cycleinr.model.evaluate import metric_window, simulate_thick
 from napari_cycleinr.model.infer import predict
 from napari_cycleinr.model.metrics import banding, psnr, snli, ssim
+from napari_cycleinr.slice_profile import profile_weights
 from napari_cycleinr.texture import add_texture, body_level, measure_noise
 
 STRENGTHS = (0.5, 1.0, 2.0)
@@ -77,10 +78,12 @@ def main() -> None:
             output = intensities.denormalise(predict("cycleinr", thick, positions, 1 / factor, model=model))
             row("cycleinr", output)
             acquired = measure_noise(intensities.denormalise(thick), threshold)
+            unseen = profile_weights(len(output), len(output) / len(thick), "average", n_thick=len(thick))
             for strength in STRENGTHS:
-                textured = output.copy()
-                report = add_texture(textured, acquired, strength=strength, threshold=threshold)
-                row(f"cycleinr, texture {strength:g}", textured, round(report.added, 2))
+                for name, w in (("texture", None), ("unseen texture", unseen)):
+                    textured = output.copy()
+                    report = add_texture(textured, acquired, strength=strength, threshold=threshold, unseen=w)
+                    row(f"cycleinr, {name} {strength:g}", textured, round(report.added, 2))
     Path(args.out).write_text(json.dumps({"weights": "average", "profile": "average", "rows": rows},
                                          indent=1, allow_nan=False) + "\n")
     print(table(rows))

@@ -56,6 +56,28 @@ def test_every_slice_gets_its_own_draw_inside_the_body_only_and_a_run_repeats():
     assert report.summary().startswith(f"noise texture: added {report.added:.3g} of the scan's own noise")
 
 
+def test_noise_the_acquisition_cannot_see_keeps_the_input_and_differs_most_inside_slabs():
+    """With the degradation given, the noise adds nothing to any slab's average: the output degrades back
+    onto the input as before; inside a slab the draws are anticorrelated, so neighbouring slices there differ
+    sqrt(4/3) times more than across a border (4 slices a slab), at the level asked for."""
+    from napari_cycleinr.slice_profile import profile_weights
+
+    acquired = measure_noise(phantom(sigma=SIGMA), -500.0)
+    clean = phantom(slices=40, sigma=0.0)
+    unseen = profile_weights(40, 4.0, "average")
+    textured = clean.copy()
+    add_texture(textured, acquired, strength=1.0, threshold=-500.0, unseen=unseen)
+    degraded = np.tensordot(unseen, textured - clean, axes=1)
+    assert np.abs(degraded).max() < 1e-3
+    inside = np.hypot(*(np.mgrid[0:96, 0:96] - 48)) < 0.4 * 96
+    added = (textured - clean)[:, inside]
+    assert added.std() == pytest.approx(SIGMA, rel=0.15)
+    steps = np.abs(np.diff(added, axis=0)).mean(axis=1)
+    across = steps[3::4]  # between slices 3 and 4, 7 and 8, ...: the slab borders
+    within = np.delete(steps, np.s_[3::4])
+    assert within.mean() / across.mean() == pytest.approx(np.sqrt(4 / 3), rel=0.05)
+
+
 def test_integer_outputs_stay_integers_and_in_range_and_strength_zero_changes_nothing():
     acquired = measure_noise(phantom(sigma=SIGMA), -500.0)
     volume = np.clip(phantom(slices=4, sigma=0.0), -1024, 3071).astype(np.int16)

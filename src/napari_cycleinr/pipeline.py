@@ -337,12 +337,15 @@ def _finish_target(
         _tell(progress, Step("consistent", target=index, detail=done.consistency))
         raise_if_cancelled(cancel)
     if noise is not None:
+        from napari_cycleinr.model.consistency import output_degradation
         from napari_cycleinr.texture import add_texture
 
         _tell(progress, Step("texture", target=index))
+        # drawn where the acquired slices cannot see it: the output still degrades back onto the input
+        unseen = output_degradation(volume.shape[0], sr.shape[0], request.slice_profile, request.thickness)
         done.texture = add_texture(
             sr.data, noise[0], strength=request.texture, threshold=noise[1],
-            cancel=lambda: raise_if_cancelled(cancel),
+            cancel=lambda: raise_if_cancelled(cancel), unseen=unseen.numpy(),
         )
         sr.metadata["super_resolution"]["noise_texture"] = done.texture.to_record()
         _tell(progress, Step("textured", target=index, detail=done.texture))

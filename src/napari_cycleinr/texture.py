@@ -136,9 +136,16 @@ def add_texture(
     threshold: float,
     seed: int = 0,
     cancel: Callable[[], None] | None = None,
+    unseen: np.ndarray | None = None,
 ) -> TextureReport:
     """Add the noise, in place, slice by slice (a memory-mapped output stays on disk); integer outputs are
-    rounded and clipped. Only inside the body (holes filled, so the lungs too), feathered at its outline."""
+    rounded and clipped. Only inside the body (holes filled, so the lungs too), feathered at its outline.
+
+    unseen: the degradation W (n_in, n_out) from the output's slices to the acquired ones. The noise is then
+    drawn where the acquisition cannot see it (W noise = 0, as a sample of what the slabs do not say would
+    be): the output still degrades back onto the input as before, and inside a slab the noise is
+    anticorrelated, so neighbouring slices differ inside a slab a little more than across its borders. Rescaled
+    to keep its level."""
     check_texture(strength)
     before = measure_noise(data, threshold)
     before_level = before.level if before is not None else 0.0
@@ -146,22 +153,50 @@ def add_texture(
     report = TextureReport(strength, acquired.level, before_level, added)
     if added <= 0:
         return report
+    seen = None if unseen is None else _seen(data, acquired.kernel, threshold, seed, unseen, cancel)
+    scale = 1.0 if unseen is None else math.sqrt(unseen.shape[1] / max(unseen.shape[1] - unseen.shape[0], 1))
     limits = np.iinfo(data.dtype) if np.issubdtype(data.dtype, np.integer) else None
     for k in range(data.shape[0]):
         if cancel is not None:
             cancel()
         plane = np.asarray(data[k], dtype=np.float32)
-        body = ndimage.binary_fill_holes(plane > threshold)
-        if not body.any():
+        noise = _slice_noise(plane, k, acquired.kernel, threshold, seed)
+        if seen is not None:
+            rows = np.flatnonzero(unseen[:, k])
+            noise = noise - np.tensordot(unseen[rows, k].astype(np.float32), seen[rows], axes=1)
+        if not noise.any():
             continue
-        rng = np.random.default_rng([seed, k])
-        white = rng.standard_normal(plane.shape, dtype=np.float32)
-        noise = signal.fftconvolve(white, acquired.kernel, mode="same")
-        plane += np.float32(added) * noise * ndimage.gaussian_filter(body.astype(np.float32), 1.5)
+        plane += np.float32(added * scale) * noise
         if limits is not None:
             plane = np.clip(np.rint(plane), limits.min, limits.max)
         data[k] = plane.astype(data.dtype, copy=False)
     return report
+
+
+def _slice_noise(plane: np.ndarray, k: int, kernel: np.ndarray, threshold: float, seed: int) -> np.ndarray:
+    """Output slice k's own draw (a fixed seed: the same every time), shaped and kept to the body."""
+    body = ndimage.binary_fill_holes(plane > threshold)
+    if not body.any():
+        return np.zeros(plane.shape, np.float32)
+    white = np.random.default_rng([seed, k]).standard_normal(plane.shape, dtype=np.float32)
+    noise = signal.fftconvolve(white, kernel, mode="same")
+    return (noise * ndimage.gaussian_filter(body.astype(np.float32), 1.5)).astype(np.float32)
+
+
+def _seen(data, kernel, threshold, seed, w: np.ndarray, cancel) -> np.ndarray:
+    """(W W^T)^-1 W noise, (n_in, H, W): the part of the noise the acquired slices would see, in their terms.
+    One pass over the output slices; the noise is drawn again when it is added (same seed)."""
+    seen = np.zeros((w.shape[0], *data.shape[1:]), np.float32)
+    for k in range(data.shape[0]):
+        if cancel is not None:
+            cancel()
+        rows = np.flatnonzero(w[:, k])
+        if rows.size:
+            noise = _slice_noise(np.asarray(data[k], dtype=np.float32), k, kernel, threshold, seed)
+            seen[rows] += w[rows, k, None, None].astype(np.float32) * noise
+    gram = w @ w.T
+    gram += 1e-9 * float(np.linalg.eigvalsh(gram).max()) * np.eye(len(gram))
+    return np.tensordot(np.linalg.inv(gram).astype(np.float32), seen, axes=1)
 
 
 def body_level(data: np.ndarray, modality: str) -> float:
