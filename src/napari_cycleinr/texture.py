@@ -16,6 +16,11 @@ body with the least anatomy, detrended), its spectrum shaped by a patch-sized fi
 slice from a fixed seed, so a run repeats. It costs little PSNR where the model's error is large against the
 noise (CT) and much where it is not (MR): docs/results.md, "Noise texture".
 
+Where: the job draws it where the acquisition cannot see it (`unseen`, the degradation W of the output grid:
+W noise = 0), a sample of what the slabs do not say. The output then degrades back onto the input exactly as
+before (the cycle's promise kept), and the draws inside a slab are anticorrelated, so neighbouring slices
+differ inside a slab a little more than across its border, against the model's lines.
+
 numpy and scipy only.
 """
 
