@@ -145,3 +145,21 @@ def test_cancel_during_the_texture_stops_the_job():
     with pytest.raises(Cancelled):
         run(request, thick, lambda step: phases.append(step.phase), cancel)
     assert "textured" not in phases
+
+
+def test_with_exact_consistency_the_textured_output_still_reproduces_the_input():
+    """The job's texture is unseen by the slice profile: consistency first, texture after, and the output
+    degraded back still equals the input."""
+    from napari_cycleinr.io import read_volume
+    from napari_cycleinr.model.consistency import consistency_residual
+    from napari_cycleinr.pipeline import run
+    from napari_cycleinr.request import Request, target
+
+    thin = read_volume(LIDC_CROP)
+    thick_data = thin.data[:40].astype(np.float32).reshape(10, 4, *thin.shape[1:]).mean(axis=1)
+    thick = thin.replace(data=thick_data, affine=thin.affine @ np.diag([4.0, 1, 1, 1]))
+    request = Request(targets=(target(10, thick.spacing[0], "factor", 4.0),), method="tricubic", keep_dtype=False,
+                      consistency=True, texture=1.0, profile="average", profile_source="user")
+    done = run(request, thick).outputs[0]
+    assert done.texture.added > 0
+    assert consistency_residual(done.volume.data, thick.data).rms < 1e-3
