@@ -230,8 +230,9 @@ class Panel(Container):
             max=MAX_TEXTURE,
             step=0.1,
             tooltip="gives every new slice its own draw of the scan's noise texture, this many times the "
-            "acquired slices' noise level: the horizontal lines at the acquired slice period fade and the "
-            "slices look less smooth, for some accuracy (little on CT, much on MR). 0: none",
+            "acquired slices' noise level, where the acquired slices cannot see it (the result still "
+            "reproduces them): the horizontal lines at the acquired slice period fade and the slices look "
+            "less smooth, for some accuracy (little on CT, much on MR). 0: none",
         )
 
     def _on_target_kind(self, kind: str) -> None:

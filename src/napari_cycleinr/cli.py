@@ -221,8 +221,9 @@ def _consistency_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--texture", type=float, default=0.0, metavar="STRENGTH",
         help="give every new slice its own draw of the scan's noise texture, 0 to 2 times the acquired slices' "
-        "noise level: the lines at the acquired slice period fade and the slices look less smooth, for some "
-        "accuracy (little on CT, much on MR: docs/results.md). Default 0: none",
+        "noise level, where the acquired slices cannot see it: the lines at the acquired slice period fade and "
+        "the slices look less smooth, for some accuracy (little on CT, much on MR: docs/results.md). Default "
+        "0: none",
     )
     parser.add_argument(
         "--thickness", type=float, default=1.0,
