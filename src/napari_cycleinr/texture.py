@@ -150,7 +150,8 @@ def add_texture(
     drawn where the acquisition cannot see it (W noise = 0, as a sample of what the slabs do not say would
     be): the output still degrades back onto the input as before, and inside a slab the noise is
     anticorrelated, so neighbouring slices differ inside a slab a little more than across its borders. Rescaled
-    to keep its level."""
+    to keep its level; it may then reach a slice's air next to where its slab-mates have body. Holds one
+    input-sized float32 array (what the acquired slices would see)."""
     check_texture(strength)
     before = measure_noise(data, threshold)
     before_level = before.level if before is not None else 0.0
