@@ -22,10 +22,10 @@ import numpy as np  # noqa: E402
 
 from napari_cycleinr.io import read_volume  # noqa: E402
 from napari_cycleinr.model.checkpoint import load_model  # noqa: E402
+from napari_cycleinr.model.consistency import output_degradation  # noqa: E402
 from napari_cycleinr.model.evaluate import simulate_thick  # noqa: E402
 from napari_cycleinr.model.infer import predict  # noqa: E402
 from napari_cycleinr.model.metrics import banding  # noqa: E402
-from napari_cycleinr.slice_profile import profile_weights  # noqa: E402
 from napari_cycleinr.texture import add_texture, body_level, measure_noise  # noqa: E402
 
 FACTOR = 5
@@ -50,7 +50,7 @@ def main() -> None:
     ours = hu(predict("cycleinr", thick, positions, 1 / FACTOR, model=load_model("average")))
     textured = ours.copy()
     acquired = measure_noise(hu(thick), body_level(reference, "CT"))
-    unseen = profile_weights(len(ours), len(ours) / len(thick), "average", n_thick=len(thick))  # as the job does
+    unseen = output_degradation(len(thick), len(ours)).numpy()  # as the job does
     add_texture(textured, acquired, strength=STRENGTH, threshold=-500.0, unseen=unseen)
     panels = {
         "input (6.25 mm)": np.repeat(hu(thick), FACTOR, axis=0)[: len(reference)],

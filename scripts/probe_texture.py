@@ -21,10 +21,10 @@ import numpy as np
 
 from napari_cycleinr.io import read_volume
 from napari_cycleinr.model.checkpoint import load_model
+from napari_cycleinr.model.consistency import output_degradation
 from napari_cycleinr.model.evaluate import metric_window, simulate_thick
 from napari_cycleinr.model.infer import predict
 from napari_cycleinr.model.metrics import banding, psnr, snli, ssim
-from napari_cycleinr.slice_profile import profile_weights
 from napari_cycleinr.texture import add_texture, body_level, measure_noise
 
 STRENGTHS = (0.5, 1.0, 2.0)
@@ -83,7 +83,7 @@ def main() -> None:
             output = intensities.denormalise(predict("cycleinr", thick, positions, 1 / factor, model=model))
             row("cycleinr", output)
             acquired = measure_noise(intensities.denormalise(thick), threshold)
-            unseen = profile_weights(len(output), len(output) / len(thick), "average", n_thick=len(thick))
+            unseen = output_degradation(len(thick), len(output)).numpy()
             for strength in STRENGTHS:
                 for kind, w in (("texture", None), ("unseen texture", unseen)):
                     textured = output.copy()

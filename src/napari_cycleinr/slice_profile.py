@@ -114,6 +114,11 @@ class SliceProfile:
                 "description": self.describe()}
 
 
+RIDGE = 1e-9
+"""Tikhonov term relative to the largest eigenvalue of W W^T, wherever W W^T is solved (exact consistency, the
+texture the slabs cannot see): keeps wide overlapping profiles solvable."""
+
+
 def profile_weights(
     n_thin: int, ratio: float, kind: str = "average", thickness: float | None = None, n_thick: int | None = None
 ) -> np.ndarray:
@@ -233,6 +238,7 @@ def _inplane_noise(planes: np.ndarray, modality: str) -> float:
 
 def estimate(data: np.ndarray, spacing: tuple[float, float, float], modality: str) -> SliceProfile:
     """The profile the image suggests, with a confidence; slab average at zero confidence when it cannot tell."""
+    data = central_block(data)  # once for both cues (on the block, central_block is a view)
     position = profile_position(data, spacing, modality)
     if not (math.isfinite(position) and PLAUSIBLE[0] <= position <= PLAUSIBLE[1]):
         # too small, too empty or too uniform (a phantom) for the simulations to span the profiles

@@ -36,6 +36,7 @@ from scipy import ndimage, signal
 
 from napari_cycleinr.model.metrics import body_threshold  # numpy only: no torch
 from napari_cycleinr.options import check_texture
+from napari_cycleinr.slice_profile import RIDGE
 
 PATCH = 32
 """Side of the square patches the noise is measured on, and of the filter that shapes it (16, on a finer grid,
@@ -201,7 +202,7 @@ def _seen(data, kernel, threshold, seed, w: np.ndarray, cancel) -> np.ndarray:
             noise = _slice_noise(np.asarray(data[k], dtype=np.float32), k, kernel, threshold, seed)
             seen[rows] += w[rows, k, None, None].astype(np.float32) * noise
     gram = w @ w.T
-    gram += 1e-9 * float(np.linalg.eigvalsh(gram).max()) * np.eye(len(gram))
+    gram += RIDGE * float(np.linalg.eigvalsh(gram).max()) * np.eye(len(gram))
     return np.tensordot(np.linalg.inv(gram).astype(np.float32), seen, axes=1)
 
 

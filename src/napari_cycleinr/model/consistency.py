@@ -31,10 +31,8 @@ from napari_cycleinr.intensity import cast_like
 from napari_cycleinr.model.degrade import degradation_matrix
 from napari_cycleinr.options import MAX_SMOOTHING, check_slice_profile, check_smoothing  # noqa: F401 - re-exported
 from napari_cycleinr.runtime.blocks import CancelCheck, raise_if_cancelled
+from napari_cycleinr.slice_profile import RIDGE
 from napari_cycleinr.volume import Volume
-
-RIDGE = 1e-9
-"""Tikhonov term relative to the largest eigenvalue of W W^T: keeps wide overlapping profiles solvable."""
 
 
 @dataclass(frozen=True)
