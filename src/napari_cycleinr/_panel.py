@@ -24,6 +24,7 @@ from magicgui.widgets import (
     PushButton,
 )
 from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QSizePolicy
 from superqt import QCollapsible
 
 from napari_cycleinr._profile_label import PROFILE_CHOICES
@@ -108,6 +109,8 @@ class Panel(Container):
         self.native.layout().addWidget(self._collapsible)
         for label in (self._grid, self._profile_found, self._device_used, self._status):
             label.native.setWordWrap(True)
+            # at least as tall as its wrapped text: a narrow dock otherwise cut the profile line after two lines
+            label.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
         self._target_kind.changed.connect(self._on_target_kind)
         self._method.changed.connect(self._on_method)
         self._model.changed.connect(self._on_model)
