@@ -35,6 +35,19 @@ def z_gradient_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Ten
     return (prediction.diff(dim=-1) - target.diff(dim=-1)).abs().mean()
 
 
+def banding_loss(prediction: torch.Tensor, target: torch.Tensor, border: torch.Tensor) -> torch.Tensor:
+    """|log| of how much more of the thin slices' neighbouring-slice change the prediction keeps across the
+    acquired slab borders than inside slabs; (..., L) along the last axis, border: bool (L - 1,).
+
+    The loss form of metrics.banding, relative to the truth and scale-free: an output evenly a little smoother
+    than the truth pays nothing, one flat inside slabs and steep at their borders (the lines at the slab
+    period) pays, whether it cures that by a ramp or by keeping more of what changes inside a slab.
+    """
+    moved, truth = prediction.diff(dim=-1).abs(), target.diff(dim=-1).abs()
+    kept = lambda where: moved[..., where].mean() / truth[..., where].mean().clamp_min(1e-6)  # noqa: E731
+    return (kept(border) / kept(~border).clamp_min(1e-6)).log().abs()
+
+
 def slice_texture(window: torch.Tensor) -> torch.Tensor:
     """Texture level of each slice: RMS of the in-plane Laplacian over a (B, h, w, L) window -> (B, L).
 

@@ -33,7 +33,8 @@ from napari_cycleinr.model.checkpoint import load_model, load_resume_state, save
 from napari_cycleinr.model.cycleinr import CycleINR
 from napari_cycleinr.model.grow import grow_model
 from napari_cycleinr.runtime.devices import cpu_computes_bfloat16, resolve_device
-from napari_cycleinr.model.losses import cycle_loss, fit_loss, noise_consistency_loss, z_gradient_loss
+from napari_cycleinr.model.losses import banding_loss, cycle_loss, fit_loss, noise_consistency_loss, z_gradient_loss
+from napari_cycleinr.model.metrics import slab_border_pairs
 from napari_cycleinr.model.pair_model import PairPredictor, pair_queries, predict_pair
 from napari_cycleinr.model.pairs import Pair, TrainingVolume, sample_pair
 from napari_cycleinr.model.schedule import cosine_decay, make_optimizer, optimizer_step
@@ -130,6 +131,10 @@ def training_step(
     loss = fit + config.cycle_weight * cycle
     if config.gradient_weight > 0:
         loss = loss + config.gradient_weight * z_gradient_loss(prediction, target)
+    if config.banding_weight > 0:
+        border = torch.from_numpy(slab_border_pairs(target.shape[-1], pair.ratio)).to(device)
+        if border.any() and not border.all():  # a ratio under 2 leaves no pair inside a slab
+            loss = loss + config.banding_weight * banding_loss(prediction, target, border)
     if config.noise_weight > 0 and window is not None and min(window) >= 3:  # a Laplacian needs 3 x 3
         as_window = lambda t: t.reshape(t.shape[0], *window, t.shape[-1])  # noqa: E731
         loss = loss + config.noise_weight * noise_consistency_loss(as_window(prediction), as_window(target))

@@ -37,6 +37,9 @@ class TrainConfig:
     gradient_weight: float = 0.0
     """Weight of the loss on neighbouring-slice differences (losses.z_gradient_loss), an experiment against the
     lines at the slab period (docs/method.md, "Lines at the slab period"; measured and not taken)."""
+    banding_weight: float = 0.0
+    """Weight of the loss on slab-period banding (losses.banding_loss), against the lines at the slab period
+    (docs/method.md, "Lines at the slab period")."""
     noise_weight: float = 0.0
     """Weight of the noise-level consistency loss (losses.noise_consistency_loss); above 0 the decoded pixels
     are a contiguous window of the crop instead of a random sample, so an in-plane Laplacian exists."""
@@ -98,11 +101,11 @@ class TrainConfig:
             raise CycleINRError(f"train config: fit must be one of {', '.join(FIT_LOSSES)}")
         if not 0.0 <= self.average_decay < 1.0:
             raise CycleINRError("train config: average_decay must be at least 0 and below 1")
-        weights = (self.cycle_weight, self.noise_weight, self.gradient_weight)
+        weights = (self.cycle_weight, self.noise_weight, self.gradient_weight, self.banding_weight)
         if min(weights) < 0 or not 0.0 <= self.inplane_fraction <= 1.0:
             raise CycleINRError(
-                "train config: cycle_weight >= 0, noise_weight >= 0, gradient_weight >= 0 and 0 <= inplane_fraction "
-                "<= 1 are required"
+                "train config: cycle_weight, noise_weight, gradient_weight and banding_weight >= 0 and "
+                "0 <= inplane_fraction <= 1 are required"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,8 +124,8 @@ MAX_SCALE = 32.0
 _KINDS = {
     "whole number": ("steps", "batch", "thick_slices", "crop", "query_pixels", "warmup_steps",
                      "validation_every", "checkpoint_every", "log_every", "threads", "seed"),
-    "number": ("scale_min", "scale_max", "cycle_weight", "noise_weight", "gradient_weight", "learning_rate",
-               "inplane_fraction", "average_decay"),
+    "number": ("scale_min", "scale_max", "cycle_weight", "noise_weight", "gradient_weight", "banding_weight",
+               "learning_rate", "inplane_fraction", "average_decay"),
     "true or false": ("grow", "amp"),
     "text": ("validation_degradation", "fit"),
     "path or nothing": ("init", "validation_data"),
