@@ -15,11 +15,14 @@ through a temporary folder (the output guard refuses to write into the package d
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from napari_cycleinr.model.checkpoint import load_model, save_model
+from napari_cycleinr.model.cycleinr import CycleINR
 
 WEIGHTS = Path("src/napari_cycleinr/weights")
 PROFILES = ("average", "gaussian", "skip")
@@ -55,24 +58,33 @@ def main() -> None:
     info["train_config"] = clean_train_config(info["train_config"])
     info["history"] = ("mixed + 400 steps with MR (configs/experiment_mr_mixed.toml) + 1600 steps "
                        "(configs/experiment_mr_longer.toml)")
-    mixed = load_model("mixed").state_dict()
-    delta = {k: v - mixed[k] for k, v in trained.state_dict().items()}
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
         save_model(trained, out / "mr.safetensors", info)
-        for profile in PROFILES:
-            model = load_model(profile)
-            state = model.state_dict()
-            model.load_state_dict({k: state[k] + delta[k] for k in state})
-            save_model(model, out / f"{profile}_mr.safetensors", {
-                "built_from": f"{profile} + (mr - mixed): the bundled {profile} weights plus what training with MR "
-                              "added to mixed; no training of its own",
-                "train_config": info["train_config"], "history": info["history"],
-            })
-        for name in ("mr", *(f"{p}_mr" for p in PROFILES)):
-            for suffix in (".safetensors", ".json"):
-                shutil.copyfile(out / f"{name}{suffix}", WEIGHTS / f"{name}{suffix}")
-                print("wrote", WEIGHTS / f"{name}{suffix}")
+        write_profile_mr(out, trained, load_model("mixed"), {p: load_model(p) for p in PROFILES})
+        ship(out, ("mr", *(f"{p}_mr" for p in PROFILES)))
+
+
+def write_profile_mr(out: Path, mr: CycleINR, mixed: CycleINR, profiles: dict[str, CycleINR]) -> None:
+    """`<profile>_mr` = the profile's weights + (mr - mixed), each with mr's training record."""
+    delta = {k: v - mixed.state_dict()[k] for k, v in mr.state_dict().items()}
+    for profile, model in profiles.items():
+        model = copy.deepcopy(model)
+        state = model.state_dict()
+        model.load_state_dict({k: state[k] + delta[k] for k in state})
+        save_model(model, out / f"{profile}_mr.safetensors", {
+            "built_from": f"{profile} + (mr - mixed): the bundled {profile} weights plus what training with MR "
+                          "added to mixed; no training of its own",
+            "train_config": mr.info["train_config"], "history": mr.info["history"],
+        })
+
+
+def ship(out: Path, names: Iterable[str]) -> None:
+    """Copy NAME.safetensors and NAME.json from out into the package."""
+    for name in names:
+        for suffix in (".safetensors", ".json"):
+            shutil.copyfile(out / f"{name}{suffix}", WEIGHTS / f"{name}{suffix}")
+            print("wrote", WEIGHTS / f"{name}{suffix}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,69 @@
+"""Ship the weights fine-tuned against the lines at the slab period (issue #21; docs/results.md, "Lines at the
+slab period").
+
+    for n in average gaussian skip mixed mr; do
+        cycleinr train --config configs/banding_$n.toml --out runs/banding_$n; done
+    python scripts/make_banding_weights.py [--runs runs]
+
+- `average`, `gaussian`, `skip`, `mixed`, `mr`: each run's weight average after its last step (read from the
+  run's state.pt; best.safetensors is chosen by validation PSNR alone, which the banding loss trades a little
+  of, so it would favour the earliest checkpoint).
+- `average_mr`, `gaussian_mr`, `skip_mr`: rebuilt from the new weights as scripts/make_mr_weights.py builds
+  them, profile + (mr - mixed).
+
+The header keeps the earlier weights' training record under `earlier`, with paths relative to the data folder.
+Run from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+from pathlib import Path
+
+from make_mr_weights import PROFILES, clean_train_config, ship, write_profile_mr
+
+from napari_cycleinr.model.checkpoint import load_model, load_resume_state, save_model
+from napari_cycleinr.model.cycleinr import CycleINR
+
+TUNED = (*PROFILES, "mixed", "mr")
+
+
+def tuned_model(run: Path, earlier: CycleINR) -> CycleINR:
+    """The run's final weight average, with the run's record and the earlier weights' record."""
+    state = load_resume_state(run / "state.pt")
+    model = copy.deepcopy(earlier)
+    model.load_state_dict(state["average"]["weights"])
+    history = json.loads((run / "history.json").read_text())
+    validation = [entry for entry in history if "psnr" in entry]
+    if "earlier" in earlier.info:
+        raise SystemExit(f"the bundled weights already hold this fine-tune ({run.name}); bring back the earlier ones "
+                         "first: git checkout 4874dfb -- src/napari_cycleinr/weights")
+    model.info = {
+        "train_config": clean_train_config(load_model(run / "last.safetensors").info["train_config"]),
+        "step": int(state["step"]),
+        "validation": validation[-1] if validation else None,
+        "history": f"the earlier bundled weights + {int(state['step'])} steps with the loss on slab-period banding "
+                   f"(configs/{run.name}.toml)",
+        "earlier": earlier.info,
+    }
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default="runs", help="the folder holding banding_<name>/ for each tuned weight")
+    args = parser.parse_args()
+    tuned = {name: tuned_model(Path(args.runs) / f"banding_{name}", load_model(name)) for name in TUNED}
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder)
+        for name, model in tuned.items():
+            save_model(model, out / f"{name}.safetensors", model.info)
+        write_profile_mr(out, tuned["mr"], tuned["mixed"], {p: tuned[p] for p in PROFILES})
+        ship(out, (*TUNED, *(f"{p}_mr" for p in PROFILES)))
+
+
+if __name__ == "__main__":
+    main()
