@@ -68,6 +68,9 @@ def main() -> None:
     print(table(rows))
 
 
+LABELS = {"cycleinr": "CycleINR now (bundled)", "before": "CycleINR before (4874dfb)"}
+
+
 def pick(path: str, name: str) -> Path:
     """A checkpoint as given, or from a folder of weights the file named as the bundled one."""
     return Path(path) / f"{name}.safetensors" if Path(path).is_dir() else Path(path)
@@ -75,8 +78,10 @@ def pick(path: str, name: str) -> Path:
 
 def table(rows: list[dict]) -> str:
     """PSNR dB / banding per method and scan, the thin reference's banding last."""
-    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "thin reference"]
-    lines = ["| scan | x | " + " | ".join(methods) + " | thin scan banding |",
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m not in ("thin reference", "cycleinr")]
+    methods.append("cycleinr")
+    labels = [LABELS.get(m, m) for m in methods]
+    lines = ["| scan | x | " + " | ".join(labels) + " | thin scan banding |",
              "|---|---:|" + "---|" * (len(methods) + 1)]
     for key in dict.fromkeys((r["scan"], r["factor"]) for r in rows):
         by = {r["method"]: r for r in rows if (r["scan"], r["factor"]) == key}

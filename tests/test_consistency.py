@@ -120,3 +120,20 @@ def test_the_widget_offers_the_same_range():
     from napari_cycleinr._widget import SMOOTHING_MAX
 
     assert SMOOTHING_MAX == MAX_SMOOTHING
+
+
+@pytest.mark.parametrize(("profile", "spread"), [("average", 2.0), ("gaussian", 2.0), ("skip", 0.0)])
+def test_the_correction_draws_no_lines_at_the_slab_period(profile, spread):
+    """Issue #21: under a slab average the orthogonal step adds one constant per slab, a step at every border;
+    spread along z it changes as much inside slabs as across their borders, and still reproduces the input."""
+    thin, thick = _thin_and_thick(profile)
+    z = np.arange(thin.shape[0], dtype=np.float64)[:, None, None]
+    guess = thin + 20 * np.sin(z / 7) + 10 * np.cos(z / 3)  # an error along z that the slabs can see
+    corrected = guess.copy()
+    report = enforce_consistency(corrected, thick, profile)
+    assert report.spread == spread and report.as_dict()["z_spread_slices"] == spread
+    assert report.after.rms < 1e-6
+    steps = np.abs(np.diff(corrected - guess, axis=0)).mean(axis=(1, 2))
+    border = np.arange(1, thin.shape[0]) % 4 == 0  # between slices 4k - 1 and 4k
+    if profile != "skip":
+        assert steps[border].mean() < 1.5 * steps[~border].mean(), steps

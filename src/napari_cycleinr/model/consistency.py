@@ -2,13 +2,17 @@
 positions, it reproduces the input.
 
 With W the degradation matrix (n_in, n_out) of the output grid, y the input and x the output (one z column
-per pixel), the step is the orthogonal projection onto {x : W x = y}:
+per pixel), the step is a projection onto {x : W x = y}:
 
-    x' = x + W^T (W W^T + eps I)^-1 (y - W x)
+    x' = x + C W^T (W C W^T + eps I)^-1 (y - W x)
 
-Any volume that really produced the input lies in that set, so the projection can only bring the output
-closer to it (in the least-squares sense): it never costs PSNR when the slice profile is right. Columns are
-independent, so the step runs over in-plane tiles and works on memory-mapped outputs of any size.
+C = I is the orthogonal projection, the smallest change; any volume that really produced the input lies in
+the set, so it never moves away from one when the slice profile is right. But under a slab average it adds
+one constant per slab, a step at every slab border: the very lines at the slab period the model was trained
+not to draw. So for slab averages and Gaussian profiles C is a Gaussian along z (`correction_spread`), and the
+correction is smooth; skipped slices keep C = I, which touches only the acquired slices (docs/method.md,
+"Exact data consistency"). Columns are independent, so the step runs over in-plane tiles and works on
+memory-mapped outputs of any size.
 
 With smoothing > 0 only the in-plane low frequencies of the residual y - W x (a Gaussian of that many pixels)
 are corrected. The residual's fine grain is mostly the thick slices' own noise; spread over each slab by the
@@ -55,12 +59,15 @@ class ConsistencyReport:
     after: Residual
     smoothing: float = 0.0
     """In-plane Gaussian sigma (pixels) of the part of the residual that was corrected; 0: all of it."""
+    spread: float = 0.0
+    """Gaussian sigma (output slices) over which the correction is spread along z; 0: the orthogonal step."""
 
     def as_dict(self) -> dict:
         return {
             "profile": self.profile,
             "thickness_over_spacing": self.thickness,
             "smoothing_pixels": self.smoothing,
+            "z_spread_slices": round(self.spread, 4),
             "residual_before": self.before.as_dict(),
             "residual_after": self.after.as_dict(),
         }
@@ -95,6 +102,18 @@ def output_degradation(n_in: int, n_out: int, profile: str = "average", thicknes
     return degradation_matrix(n_out, ratio, profile, thickness=thickness * ratio, n_thick=n_in)
 
 
+SPREAD = 0.5
+"""Sigma of the correction's spread along z, in acquired slice spacings. Half a slab kept the exact step's PSNR
+(within 0.02 dB) and most of the model's evenness; a whole slab cost up to 0.1 dB (docs/results.md, "Exact
+data consistency without lines")."""
+
+
+def correction_spread(profile: str, ratio: float) -> float:
+    """Sigma (output slices) of the z spread of the consistency correction: none for skipped slices, whose
+    orthogonal step changes only the acquired slices and was the better one there."""
+    return 0.0 if profile == "skip" else SPREAD * ratio
+
+
 def enforce_consistency(
     output: np.ndarray,
     acquired: np.ndarray,
@@ -116,8 +135,9 @@ def enforce_consistency(
     if output.shape[1:] != acquired.shape[1:] or n_out <= n_in:
         raise CycleINRError(f"output {output.shape} is not a z-super-resolution of input {acquired.shape}")
     w = output_degradation(n_in, n_out, profile, thickness)
-    before, after = project(output, acquired, w, tile, cancel, progress, smoothing)
-    return ConsistencyReport(profile, float(thickness), before, after, float(smoothing))
+    spread = correction_spread(profile, n_out / n_in)
+    before, after = project(output, acquired, w, tile, cancel, progress, smoothing, spread)
+    return ConsistencyReport(profile, float(thickness), before, after, float(smoothing), spread)
 
 
 def project(
@@ -128,15 +148,20 @@ def project(
     cancel: CancelCheck | None = None,
     progress: Callable[[int, int], None] | None = None,
     smoothing: float = 0.0,
+    spread: float = 0.0,
 ) -> tuple[Residual, Residual]:
     """The projection for any degradation matrix w (n_in, n_out), tile by tile; residuals before and after.
+
+    spread: the sigma (output slices) of the Gaussian prior C along z; the correction is C W^T (W C W^T)^-1 r.
 
     smoothing: correct only the residual blurred in-plane by a Gaussian of that sigma (pixels); each tile
     reads a halo of rows so that the result equals blurring the whole residual at once, and a corrected tile
     is written only once no later tile's halo reads its rows.
     """
     w = w.to(torch.float64)
-    gram = w @ w.T
+    half = _blur_z(w, spread / math.sqrt(2))  # W H, with C = H H^T: a Gram matrix, positive definite as it must be
+    gram = half @ half.T
+    lift = _blur_z(half, spread / math.sqrt(2))  # W C
     gram += RIDGE * float(torch.linalg.eigvalsh(gram).max()) * torch.eye(w.shape[0], dtype=gram.dtype)
     factor = torch.linalg.cholesky(gram)
     halo = _blur_radius(smoothing)
@@ -157,7 +182,7 @@ def project(
             blurred = ndimage.gaussian_filter(around.numpy(), (0, smoothing, smoothing), mode="reflect")
             residual = torch.from_numpy(blurred[:, y0 - wide.start : block.stop - wide.start])
         correction = torch.cholesky_solve(residual.reshape(w.shape[0], -1), factor).reshape(residual.shape)
-        final = cast_like((x + torch.einsum("io,ihw->ohw", w, correction)).numpy(), output.dtype)
+        final = cast_like((x + torch.einsum("io,ihw->ohw", lift, correction)).numpy(), output.dtype)
         pending.append((block, final))
         next_halo_start = block.stop - halo
         while pending and pending[0][0].stop <= next_halo_start:
@@ -169,6 +194,11 @@ def project(
     for done_block, values in pending:
         output[:, done_block] = values
     return before.result(), after.result()
+
+
+def _blur_z(w: torch.Tensor, sigma: float) -> torch.Tensor:
+    """w H for the symmetric Gaussian H (zero beyond the volume's ends) along the output slices."""
+    return torch.from_numpy(ndimage.gaussian_filter1d(w.numpy(), sigma, axis=1, mode="constant")) if sigma else w
 
 
 def _blur_radius(sigma: float) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.intensity import guess_modality, intensity_map
-from napari_cycleinr.model.consistency import project
+from napari_cycleinr.model.consistency import correction_spread, project
 from napari_cycleinr.model.degrade import degradation_matrix, degrade
 from napari_cycleinr.model.infer import predict
 from napari_cycleinr.model.metrics import CT_WINDOW, banding, error_summary, psnr, snli, ssim
@@ -144,7 +144,7 @@ def _method_rows(
         for name, (values, seconds) in list(rows.items()):
             started = time.perf_counter()
             corrected = values.copy()
-            project(corrected, thick, operator)
+            project(corrected, thick, operator, spread=correction_spread(degradation, factor))
             rows[f"{name}+dc"] = (corrected, seconds + time.perf_counter() - started)
     return rows
 
