@@ -33,14 +33,14 @@ TUNED = (*PROFILES, "mixed", "mr")
 
 def tuned_model(run: Path, earlier: CycleINR) -> CycleINR:
     """The run's final weight average, with the run's record and the earlier weights' record."""
+    if "earlier" in earlier.info:
+        raise SystemExit(f"the bundled weights already hold this fine-tune ({run.name}); bring back the earlier ones "
+                         "first: git checkout 4874dfb -- src/napari_cycleinr/weights")
     state = load_resume_state(run / "state.pt")
     model = copy.deepcopy(earlier)
     model.load_state_dict(state["average"]["weights"])
     history = json.loads((run / "history.json").read_text())
     validation = [entry for entry in history if "psnr" in entry]
-    if "earlier" in earlier.info:
-        raise SystemExit(f"the bundled weights already hold this fine-tune ({run.name}); bring back the earlier ones "
-                         "first: git checkout 4874dfb -- src/napari_cycleinr/weights")
     model.info = {
         "train_config": clean_train_config(load_model(run / "last.safetensors").info["train_config"]),
         "step": int(state["step"]),

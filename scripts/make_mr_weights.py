@@ -67,7 +67,8 @@ def main() -> None:
 
 def write_profile_mr(out: Path, mr: CycleINR, mixed: CycleINR, profiles: dict[str, CycleINR]) -> None:
     """`<profile>_mr` = the profile's weights + (mr - mixed), each with mr's training record."""
-    delta = {k: v - mixed.state_dict()[k] for k, v in mr.state_dict().items()}
+    base = mixed.state_dict()
+    delta = {k: v - base[k] for k, v in mr.state_dict().items()}
     for profile, model in profiles.items():
         model = copy.deepcopy(model)
         state = model.state_dict()

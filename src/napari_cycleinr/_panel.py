@@ -234,8 +234,8 @@ class Panel(Container):
             step=0.1,
             tooltip="gives every new slice its own draw of the scan's noise texture, this many times the "
             "acquired slices' noise level, where the acquired slices cannot see it (the result still "
-            "reproduces them): the horizontal lines at the acquired slice period fade and the slices look "
-            "less smooth, for some accuracy (little on CT, much on MR). 0: none",
+            "reproduces them): the slices look grainy like a real thin scan's instead of smooth, for some "
+            "accuracy (little on CT, much on MR). 0: none",
         )
 
     def _on_target_kind(self, kind: str) -> None:

@@ -1,12 +1,11 @@
 """The scan's own noise texture on every new slice (`--texture`, the widget's *noise texture*): a look, not
 accuracy.
 
-Why: a super-resolved slice is the estimate with the least error, so every thin slice inside an acquired slab
-shares that slab's measurement and its noise, and the output changes at the slab borders: faint lines at the
-acquired slice period in coronal and sagittal views, and slices smoother than a real thin scan's
-(docs/method.md, "Lines at the slab period"). Adding to every output slice its own draw of noise with the
-scan's in-plane noise spectrum makes neighbouring slices differ inside a slab as they do across a border.
-Noise is never information, so it is off by default.
+Why: a super-resolved slice is an estimate, and every thin slice inside an acquired slab shares that slab's
+measurement and its noise: the slices are smoother than a real thin scan's, and without the banding loss the
+output changed at the slab borders (docs/method.md, "Lines at the slab period"). Adding to every output slice
+its own draw of noise with the scan's in-plane noise spectrum gives each slice its own grain, inside a slab as
+across a border. Noise is never information, so it is off by default.
 
 How much: strength 1 gives every output slice its own draw of as much noise as an acquired slice carries,
 added to what the slice has (which is mostly its slab's noise, shared with its neighbours); 2 twice that. A
