@@ -213,7 +213,8 @@ class Panel(Container):
             text="exact data consistency",
             value=False,
             tooltip="corrects the output so that, averaged back onto the acquired slices, it reproduces them "
-            "exactly (up to integer rounding); the smallest change that does so, in seconds",
+            "exactly (up to integer rounding), with a correction spread smoothly along z so that it draws no "
+            "lines at the slab borders; in seconds",
         )
         self._smoothing = FloatSpinBox(
             label="consistency smoothing (px)",

@@ -103,9 +103,9 @@ def output_degradation(n_in: int, n_out: int, profile: str = "average", thicknes
 
 
 SPREAD = 0.5
-"""Sigma of the correction's spread along z, in acquired slice spacings. Half a slab kept the exact step's PSNR
-(within 0.02 dB) and most of the model's evenness; a whole slab cost up to 0.1 dB (docs/results.md, "Exact
-data consistency without lines")."""
+"""Sigma of the correction's spread along z, in acquired slice spacings. Half a slab kept the orthogonal step's
+PSNR gain within 0.01 dB (mean of 8 cases) and most of the model's evenness; one slab gave up 0.02-0.03 dB of
+it, two 0.14-0.19 dB (docs/results.md, "Exact data consistency without lines")."""
 
 
 def correction_spread(profile: str, ratio: float) -> float:
