@@ -48,6 +48,7 @@ def main() -> None:
     volume = volume.replace(data=np.ascontiguousarray(volume.data[60:220, y0 : y0 + 256, x0 : x0 + 256]))
     thick, reference, positions, intensities = simulate_thick(volume, FACTOR, "average", "CT")
     hu = intensities.denormalise
+
     def ours(weights: str) -> np.ndarray:
         return hu(predict("cycleinr", thick, positions, 1 / FACTOR, model=load_model(weights)))
 

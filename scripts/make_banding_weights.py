@@ -42,7 +42,7 @@ def tuned_model(run: Path, earlier: CycleINR) -> CycleINR:
     history = json.loads((run / "history.json").read_text())
     validation = [entry for entry in history if "psnr" in entry]
     model.info = {
-        "train_config": clean_train_config(load_model(run / "last.safetensors").info["train_config"]),
+        "train_config": clean_train_config(json.loads((run / "train_config.json").read_text())),
         "step": int(state["step"]),
         "validation": validation[-1] if validation else None,
         "history": f"the earlier bundled weights + {int(state['step'])} steps with the loss on slab-period banding "
