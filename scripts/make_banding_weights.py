@@ -33,9 +33,10 @@ TUNED = (*PROFILES, "mixed", "mr")
 
 def tuned_model(run: Path, earlier: CycleINR) -> CycleINR:
     """The run's final weight average, with the run's record and the earlier weights' record."""
-    if "earlier" in earlier.info:
-        raise SystemExit(f"the bundled weights already hold this fine-tune ({run.name}); bring back the earlier ones "
-                         "first: git checkout 4874dfb -- src/napari_cycleinr/weights")
+    record = f"configs/{run.name}.toml"
+    if record in json.dumps(earlier.info):
+        raise SystemExit(f"the bundled weights already hold this fine-tune ({record}); bring back the earlier ones "
+                         "first (git checkout COMMIT -- src/napari_cycleinr/weights)")
     state = load_resume_state(run / "state.pt")
     model = copy.deepcopy(earlier)
     model.load_state_dict(state["average"]["weights"])
@@ -46,7 +47,7 @@ def tuned_model(run: Path, earlier: CycleINR) -> CycleINR:
         "step": int(state["step"]),
         "validation": validation[-1] if validation else None,
         "history": f"the earlier bundled weights + {int(state['step'])} steps with the loss on slab-period banding "
-                   f"(configs/{run.name}.toml)",
+                   f"({record})",
         "earlier": earlier.info,
     }
     return model
