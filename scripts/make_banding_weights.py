@@ -57,13 +57,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs", help="the folder holding banding_<name>/ for each tuned weight")
     args = parser.parse_args()
-    tuned = {name: tuned_model(Path(args.runs) / f"banding_{name}", load_model(name)) for name in TUNED}
+    ship_tuned(Path(args.runs), "banding", TUNED, rebuild_profile_mr=True)
+
+
+def ship_tuned(runs: Path, prefix: str, names: tuple[str, ...], rebuild_profile_mr: bool = False) -> None:
+    """Each name's run (runs/<prefix>_<name>) into the package; also `<profile>_mr` = profile + (mr - mixed)."""
+    tuned = {name: tuned_model(runs / f"{prefix}_{name}", load_model(name)) for name in names}
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
         for name, model in tuned.items():
             save_model(model, out / f"{name}.safetensors", model.info)
-        write_profile_mr(out, tuned["mr"], tuned["mixed"], {p: tuned[p] for p in PROFILES})
-        ship(out, (*TUNED, *(f"{p}_mr" for p in PROFILES)))
+        if rebuild_profile_mr:
+            write_profile_mr(out, tuned["mr"], tuned["mixed"], {p: tuned[p] for p in PROFILES})
+            names = (*names, *(f"{p}_mr" for p in PROFILES))
+        ship(out, names)
 
 
 if __name__ == "__main__":

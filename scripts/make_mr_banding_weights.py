@@ -15,13 +15,10 @@ Run from the repository root, after scripts/make_banding_weights.py.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
-from make_banding_weights import tuned_model
-from make_mr_weights import PROFILES, ship
-
-from napari_cycleinr.model.checkpoint import load_model, save_model
+from make_banding_weights import ship_tuned
+from make_mr_weights import PROFILES
 
 TUNED = ("mr", *(f"{p}_mr" for p in PROFILES))
 
@@ -30,12 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs", help="the folder holding mr_banding_<name>/ for each weight")
     args = parser.parse_args()
-    tuned = {name: tuned_model(Path(args.runs) / f"mr_banding_{name}", load_model(name)) for name in TUNED}
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder)
-        for name, model in tuned.items():
-            save_model(model, out / f"{name}.safetensors", model.info)
-        ship(out, TUNED)
+    ship_tuned(Path(args.runs), "mr_banding", TUNED)
 
 
 if __name__ == "__main__":
