@@ -9,7 +9,7 @@ slab period").
   run's state.pt; best.safetensors is chosen by validation PSNR alone, which the banding loss trades a little
   of, so it would favour the earliest checkpoint).
 - `average_mr`, `gaussian_mr`, `skip_mr`: rebuilt from the new weights as scripts/make_mr_weights.py builds
-  them, profile + (mr - mixed).
+  them, profile + (mr - mixed). scripts/make_mr_banding_weights.py then tunes the four MR weights further.
 
 The header keeps the earlier weights' training record under `earlier`, with paths relative to the data folder.
 Run from the repository root.
@@ -61,7 +61,8 @@ def main() -> None:
 
 
 def ship_tuned(runs: Path, prefix: str, names: tuple[str, ...], rebuild_profile_mr: bool = False) -> None:
-    """Each name's run (runs/<prefix>_<name>) into the package; also `<profile>_mr` = profile + (mr - mixed)."""
+    """Each name's run (runs/<prefix>_<name>) into the package; with rebuild_profile_mr also every
+    `<profile>_mr` = profile + (mr - mixed) from the tuned weights."""
     tuned = {name: tuned_model(runs / f"{prefix}_{name}", load_model(name)) for name in names}
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
