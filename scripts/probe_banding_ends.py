@@ -21,7 +21,7 @@ from napari_cycleinr.io import read_volume
 from napari_cycleinr.model.checkpoint import load_model
 from napari_cycleinr.model.evaluate import simulate_thick
 from napari_cycleinr.model.infer import predict
-from napari_cycleinr.model.metrics import neighbour_differences, slab_border_pairs
+from napari_cycleinr.model.metrics import banding
 from napari_cycleinr.texture import body_level
 
 TESTS = Path(__file__).resolve().parents[1] / "tests" / "data"
@@ -29,14 +29,10 @@ SCANS = {"tests/data TotalSegmentator MR": ("mr_totalseg_sm_117x91x20_3mm.nii.gz
          "tests/data TotalSegmentator CT": ("ct_totalseg_sm_122x101x30_3mm.nii.gz", "CT", "average")}
 
 
-def ratios(volume: np.ndarray, factor: int, n_thick: int, threshold: float) -> tuple[float, float]:
-    """Banding over every pair, and over the pairs between the outermost acquired slice centres."""
-    differences = neighbour_differences(volume, threshold)
-    border = slab_border_pairs(volume.shape[0], factor)
-    centres = (np.arange(volume.shape[0]) + 0.5) / factor - 0.5  # in acquired slices, 0 = the first centre
-    between = (centres[:-1] >= 0) & (centres[1:] <= n_thick - 1)
-    ratio = lambda keep: float(np.nanmean(differences[border & keep]) / np.nanmean(differences[~border & keep]))
-    return ratio(np.ones_like(between)), ratio(between)
+def between_outermost_centres(n_out: int, factor: int, n_thick: int) -> np.ndarray:
+    """The neighbouring output pairs that lie between the first and last acquired slice centres."""
+    centres = (np.arange(n_out) + 0.5) / factor - 0.5  # in acquired slices, 0 = the first centre
+    return (centres[:-1] >= 0) & (centres[1:] <= n_thick - 1)
 
 
 def main() -> None:
@@ -53,9 +49,11 @@ def main() -> None:
                        "tricubic": intensities.denormalise(predict("tricubic", thick, positions, 1 / factor)),
                        "cycleinr": intensities.denormalise(predict("cycleinr", thick, positions, 1 / factor, model=model))}
             for method, output in outputs.items():
-                whole, between = ratios(output, factor, thick.shape[0], threshold)
+                between = between_outermost_centres(output.shape[0], factor, thick.shape[0])
                 rows.append({"scan": scan, "factor": factor, "method": method,
-                             "banding": round(whole, 3), "between_outermost_centres": round(between, 3)})
+                             "banding": round(banding(output, factor, modality, threshold), 3),
+                             "between_outermost_centres": round(banding(output, factor, modality, threshold,
+                                                                        pairs=between), 3)})
                 print(rows[-1], flush=True)
     Path(args.out).write_text(json.dumps({"rows": rows}, indent=1) + "\n")
 

@@ -63,3 +63,15 @@ def test_evaluate_and_reference_scores_report_banding_beside_snli():
     assert scores["banding_output"] > 5 and scores["banding_reference"] == pytest.approx(1.0, abs=0.1)
     assert "; banding " in scores_summary(scores)
     assert "banding_output" not in reference_scores(thin, staircase, "CT")  # no factor, no banding
+
+
+def test_banding_can_be_limited_to_some_pairs():
+    """Flat ends (what every method extrapolates beyond the outermost acquired slices) pull the inside mean down;
+    left out, a volume changing evenly elsewhere reads 1.0."""
+    steps = np.array([0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 11], dtype=np.float32)  # flat first and last pairs
+    volume = np.broadcast_to(100.0 + 10.0 * steps[:, None, None], (14, 16, 16)).copy()
+    middle = np.ones(13, dtype=bool)
+    middle[[0, -1]] = False
+    assert banding(volume, 4, threshold=0.0) > 1.1
+    assert banding(volume, 4, threshold=0.0, pairs=middle) == pytest.approx(1.0)
+    assert banding(volume, 4, threshold=0.0, pairs=np.ones(13, dtype=bool)) == banding(volume, 4, threshold=0.0)

@@ -124,15 +124,17 @@ def neighbour_differences(volume: np.ndarray, threshold: float) -> np.ndarray:
     return out
 
 
-def banding(volume: np.ndarray, factor: float, modality: str = "CT", threshold: float | None = None) -> float:
+def banding(volume: np.ndarray, factor: float, modality: str = "CT", threshold: float | None = None,
+            pairs: np.ndarray | None = None) -> float:
     """Slab-period banding: mean neighbouring-slice difference across acquired slab borders over the mean
     inside slabs (docs/metrics.md). About 1.0 for a real thin scan; horizontal lines at the acquired slice
     period push it up. NaN when the factor leaves no pair inside a slab (factor < 2) or the body is empty.
+    `pairs` (bool, one per neighbouring pair) limits it to some pairs, e.g. away from the volume's ends.
     """
     threshold = body_threshold(volume, modality) if threshold is None else threshold
     differences = neighbour_differences(volume, threshold)
     border = slab_border_pairs(volume.shape[0], factor)
-    valid = np.isfinite(differences)
+    valid = np.isfinite(differences) if pairs is None else np.isfinite(differences) & pairs
     across, inside = differences[valid & border], differences[valid & ~border]
     if across.size == 0 or inside.size == 0:
         return float("nan")
