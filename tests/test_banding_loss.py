@@ -8,8 +8,8 @@ import torch
 
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.model.checkpoint import load_model
-from napari_cycleinr.model.losses import banding_loss
-from napari_cycleinr.model.metrics import slab_border_pairs
+from napari_cycleinr.model.losses import banding_loss, even_change_loss
+from napari_cycleinr.model.metrics import slab_border_pairs, slab_pair_classes
 from napari_cycleinr.model.train import train
 from napari_cycleinr.model.train_config import TrainConfig
 from tests.conftest import CT_HEAD
@@ -47,6 +47,35 @@ def test_it_has_a_gradient_that_evens_the_slabs():
     assert banding_loss(stepped, target, BORDER).item() < before.item()
 
 
+def test_the_pairs_are_classed_by_their_place_in_the_slab_pattern():
+    # x4, 5 slabs: the first and last pairs lie beyond the end centres, the pairs straddling a centre are 2
+    assert slab_pair_classes(20, 4).tolist() == [3, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 3]
+    assert (slab_pair_classes(20, 4) == 0).tolist() == slab_border_pairs(20, 4).tolist()
+
+
+def test_the_even_change_loss_sees_a_dip_at_the_acquired_centres_that_border_against_inside_misses():
+    """Interpolation through noisy samples changes least around them: the dip hides in the inside mean."""
+    target = torch.randn(1, 64, 20, generator=torch.Generator().manual_seed(1))
+    classes = torch.from_numpy(slab_pair_classes(20, 4))
+    steps = target.diff(dim=-1)
+    weights = torch.ones(19)
+    weights[classes == 2], weights[classes == 1] = 0.4, 1.25  # less change at the centres, more near borders
+    dipped = torch.cat([target[..., :1], target[..., :1] + (steps * weights).cumsum(-1)], dim=-1)
+    border = torch.from_numpy(slab_border_pairs(20, 4))
+    assert banding_loss(dipped, target, border).item() < 0.1  # inside as a whole kept about as much
+    assert even_change_loss(dipped, target, classes).item() > 0.25
+    assert even_change_loss(0.5 * target + 1.0, target, classes).item() == pytest.approx(0.0, abs=1e-6)
+    prediction = dipped.clone().requires_grad_(True)
+    before = even_change_loss(prediction, target, classes)
+    before.backward()
+    assert even_change_loss((prediction - 0.05 * prediction.grad).detach(), target, classes) < before
+
+
+def test_the_classes_are_a_checked_choice():
+    with pytest.raises(CycleINRError, match="banding_classes"):
+        TrainConfig(banding_classes="everything")
+
+
 @pytest.mark.parametrize("weight", [-0.1, math.nan, math.inf])
 def test_the_weight_is_checked(weight):
     with pytest.raises(CycleINRError, match="banding_weight"):
@@ -55,7 +84,7 @@ def test_the_weight_is_checked(weight):
 
 def test_fine_tuning_with_it_changes_the_weights_and_records_it(tmp_path, tiny_checkpoint):
     config = TrainConfig(
-        steps=3, init=str(tiny_checkpoint), banding_weight=0.5, train_data=(str(CT_HEAD),), batch=2,
+        steps=3, init=str(tiny_checkpoint), banding_weight=0.5, banding_classes="phase", train_data=(str(CT_HEAD),), batch=2,
         thick_slices=4, crop=32, query_pixels=256, scale_min=3.0, scale_max=4.0, validation_every=3,
         checkpoint_every=3, log_every=1, warmup_steps=1, learning_rate=3e-3, threads=2,
     )
@@ -63,4 +92,5 @@ def test_fine_tuning_with_it_changes_the_weights_and_records_it(tmp_path, tiny_c
     start, tuned = load_model(tiny_checkpoint), load_model(tmp_path / "ft" / "last.safetensors")
     assert any(not torch.equal(a, b) for a, b in zip(start.state_dict().values(), tuned.state_dict().values()))
     assert all(torch.isfinite(v).all() for v in tuned.state_dict().values())
-    assert json.loads((tmp_path / "ft" / "train_config.json").read_text())["banding_weight"] == 0.5
+    recorded = json.loads((tmp_path / "ft" / "train_config.json").read_text())
+    assert (recorded["banding_weight"], recorded["banding_classes"]) == (0.5, "phase")

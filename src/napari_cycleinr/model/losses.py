@@ -48,6 +48,22 @@ def banding_loss(prediction: torch.Tensor, target: torch.Tensor, border: torch.T
     return (kept(border) / kept(~border).clamp_min(1e-6)).log().abs()
 
 
+def even_change_loss(prediction: torch.Tensor, target: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """banding_loss over every place in the slab pattern, not only borders against the rest: mean |log| of how
+    much of the thin slices' neighbouring-slice change the prediction keeps in each class of pairs
+    (metrics.slab_pair_classes, (L - 1,) ints) against all pairs; (..., L) along the last axis.
+
+    Interpolation keeps least change around the acquired centres (where the slopes on either side of a noisy
+    sample cancel) and beyond the outermost centres (where it is flat), which the border/inside ratio mixes
+    into "inside"; each class pays for itself here.
+    """
+    moved, truth = prediction.diff(dim=-1).abs(), target.diff(dim=-1).abs()
+    kept = lambda where: moved[..., where].mean() / truth[..., where].mean().clamp_min(1e-6)  # noqa: E731
+    overall = kept(torch.ones_like(classes, dtype=torch.bool)).clamp_min(1e-6)
+    return torch.stack([(kept(classes == c).clamp_min(1e-6) / overall).log().abs()
+                        for c in classes.unique().tolist()]).mean()
+
+
 def slice_texture(window: torch.Tensor) -> torch.Tensor:
     """Texture level of each slice: RMS of the in-plane Laplacian over a (B, h, w, L) window -> (B, L).
 

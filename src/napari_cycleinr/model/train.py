@@ -28,17 +28,24 @@ from napari_cycleinr.io.guard import make_folder, with_sidecar
 from napari_cycleinr.jsonsafe import loads_bounded, write_json
 from napari_cycleinr.model import distributed
 from napari_cycleinr.model.averaging import WeightAverage
-from napari_cycleinr.runtime.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.model.checkpoint import load_model, load_resume_state, save_model, save_resume_state
 from napari_cycleinr.model.cycleinr import CycleINR
 from napari_cycleinr.model.grow import grow_model
-from napari_cycleinr.runtime.devices import cpu_computes_bfloat16, resolve_device
-from napari_cycleinr.model.losses import banding_loss, cycle_loss, fit_loss, noise_consistency_loss, z_gradient_loss
-from napari_cycleinr.model.metrics import slab_border_pairs
+from napari_cycleinr.model.losses import (
+    banding_loss,
+    cycle_loss,
+    even_change_loss,
+    fit_loss,
+    noise_consistency_loss,
+    z_gradient_loss,
+)
+from napari_cycleinr.model.metrics import slab_border_pairs, slab_pair_classes
 from napari_cycleinr.model.pair_model import PairPredictor, pair_queries, predict_pair
 from napari_cycleinr.model.pairs import Pair, TrainingVolume, sample_pair
 from napari_cycleinr.model.schedule import cosine_decay, make_optimizer, optimizer_step
 from napari_cycleinr.model.train_config import TrainConfig
+from napari_cycleinr.runtime.blocks import CancelCheck, raise_if_cancelled
+from napari_cycleinr.runtime.devices import cpu_computes_bfloat16, resolve_device
 
 VALIDATION_SCALES = (2.0, 2.5, 4.0, 5.0)
 VALIDATION_SEED = 12345
@@ -132,13 +139,22 @@ def training_step(
     if config.gradient_weight > 0:
         loss = loss + config.gradient_weight * z_gradient_loss(prediction, target)
     if config.banding_weight > 0:
-        border = torch.from_numpy(slab_border_pairs(target.shape[-1], pair.ratio)).to(device)
-        if border.any() and not border.all():  # a ratio under 2 leaves no pair inside a slab
-            loss = loss + config.banding_weight * banding_loss(prediction, target, border)
+        loss = loss + config.banding_weight * _banding_term(prediction, target, pair, config.banding_classes)
     if config.noise_weight > 0 and window is not None and min(window) >= 3:  # a Laplacian needs 3 x 3
         as_window = lambda t: t.reshape(t.shape[0], *window, t.shape[-1])  # noqa: E731
         loss = loss + config.noise_weight * noise_consistency_loss(as_window(prediction), as_window(target))
     return loss, fit, cycle
+
+
+def _banding_term(prediction: torch.Tensor, target: torch.Tensor, pair: Pair, classes: str) -> torch.Tensor:
+    """The loss on the lines at the slab period; 0 where a ratio under 2 leaves no pair inside a slab."""
+    border = slab_border_pairs(target.shape[-1], pair.ratio)
+    if not border.any() or border.all():
+        return prediction.new_zeros(())
+    if classes == "phase":
+        where = slab_pair_classes(target.shape[-1], pair.ratio, pair.thick.shape[1])
+        return even_change_loss(prediction, target, torch.from_numpy(where).to(prediction.device))
+    return banding_loss(prediction, target, torch.from_numpy(border).to(prediction.device))
 
 
 def query_columns(

@@ -13,6 +13,8 @@ from napari_cycleinr.model.config import ModelConfig
 from napari_cycleinr.model.degrade import KINDS
 from napari_cycleinr.model.losses import FIT_LOSSES
 
+BANDING_CLASSES = ("border", "phase")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -40,6 +42,10 @@ class TrainConfig:
     banding_weight: float = 0.0
     """Weight of the loss on slab-period banding (losses.banding_loss), against the lines at the slab period
     (docs/method.md, "Lines at the slab period")."""
+    banding_classes: str = "border"
+    """What the banding loss evens out: "border" (across slab borders against inside, losses.banding_loss) or
+    "phase" (borders, near borders, around the acquired centres and beyond the end centres, each against
+    all pairs: losses.even_change_loss)."""
     noise_weight: float = 0.0
     """Weight of the noise-level consistency loss (losses.noise_consistency_loss); above 0 the decoded pixels
     are a contiguous window of the crop instead of a random sample, so an in-plane Laplacian exists."""
@@ -97,6 +103,8 @@ class TrainConfig:
             raise CycleINRError(f"train config: validation_degradation must be one of {', '.join(KINDS)}")
         if self.grow and not self.init:
             raise CycleINRError("train config: grow needs init (the checkpoint to grow)")
+        if self.banding_classes not in BANDING_CLASSES:
+            raise CycleINRError(f"train config: banding_classes must be one of {', '.join(BANDING_CLASSES)}")
         if self.fit not in FIT_LOSSES:
             raise CycleINRError(f"train config: fit must be one of {', '.join(FIT_LOSSES)}")
         if not 0.0 <= self.average_decay < 1.0:
@@ -127,7 +135,7 @@ _KINDS = {
     "number": ("scale_min", "scale_max", "cycle_weight", "noise_weight", "gradient_weight", "banding_weight",
                "learning_rate", "inplane_fraction", "average_decay"),
     "true or false": ("grow", "amp"),
-    "text": ("validation_degradation", "fit"),
+    "text": ("validation_degradation", "fit", "banding_classes"),
     "path or nothing": ("init", "validation_data"),
     "list of names": ("degradations", "train_data", "inplane_data"),
 }  # fmt: skip
