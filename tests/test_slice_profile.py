@@ -108,3 +108,17 @@ def test_a_long_scan_is_read_in_its_middle_block():
     block = slice_profile.central_block(long)
     assert block.shape == (slice_profile.ESTIMATE_SLICES, 256, 256) and block.dtype == np.float32
     assert block[0, 0, 0] == (400 - slice_profile.ESTIMATE_SLICES) // 2
+
+
+@pytest.mark.parametrize(("position", "modality", "kind", "confident"), [
+    (0.75, "MR", "gaussian", True),  # MR: the noise names it where the position does not say gaps
+    (0.75, "CT", "average", False),  # CT: both cues must say Gaussian (thin slices can share noise over borders)
+    (1.2, "MR", "skip", False),  # the position says gaps: never Gaussian weights, which fall below tricubic there
+])
+def test_on_mr_the_position_need_only_not_say_gaps(monkeypatch, position, modality, kind, confident):
+    data, spacing = thick_scan("average", 2.5)  # 16 slices: long enough to be confident
+    monkeypatch.setattr(slice_profile, "profile_position", lambda *args: position)
+    monkeypatch.setattr(slice_profile, "shared_noise", lambda *args: 0.3)
+    found = slice_profile.estimate(data, spacing, modality)
+    assert (found.kind, found.confident) == (kind, confident)
+    assert found.source == "estimate" and f"position {position:.2f}, shared noise 0.30" == found.detail
