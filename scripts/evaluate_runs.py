@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -13,8 +15,12 @@ RESULTS = Path("docs/results")
 
 
 def run_commands(commands: Iterable[list[str]]) -> None:
+    """Each command as printed; `cycleinr` is the one beside this Python when the environment is not active."""
+    beside = Path(sys.executable).with_name("cycleinr")
     for command in commands:
         print("$", shlex.join(command), flush=True)
+        if command[0] == "cycleinr" and shutil.which("cycleinr") is None and beside.exists():
+            command = [str(beside), *command[1:]]
         subprocess.run(command, check=True)
 
 

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from evaluate_runs import run_commands
 
 from napari_cycleinr.io import read_volume, write_volume
 from napari_cycleinr.model.checkpoint import BUNDLED_MODELS, default_model_path, load_model
@@ -98,8 +97,7 @@ def run_evaluate(
     command = ["cycleinr", "evaluate", *map(str, references), "--factor", factors, "--degradation", degradation,
                "--methods", ",".join(methods), "--device", "cpu", "--json", str(OUT / f"{name}.json"), *extra]
     command += [f"--variant={v}={VARIANTS.get(v, v)}" for v in methods if v in VARIANTS or v in BUNDLED_MODELS]
-    print("$", shlex.join(command), flush=True)
-    subprocess.run(command, check=True)
+    run_commands([command])
     return command, json.loads((OUT / f"{name}.json").read_text())["results"]
 
 

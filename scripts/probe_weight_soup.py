@@ -11,9 +11,9 @@ profile (JSON: docs/results/soup_<profile>.json). Measured and not shipped: docs
 
 from __future__ import annotations
 
-import shlex
-import subprocess
 from pathlib import Path
+
+from evaluate_runs import run_commands
 
 from napari_cycleinr.model.checkpoint import load_model, save_model
 
@@ -38,8 +38,7 @@ def main() -> None:
                    profile, "--methods", ",".join(("tricubic", *bundled, *SOUPS)), "--device", "cpu", "--json",
                    f"docs/results/soup_{profile}.json", *(f"--variant={m}={m}" for m in bundled),
                    *(f"--variant={s}={OUT / s}.safetensors" for s in SOUPS)]
-        print("$", shlex.join(command), flush=True)
-        subprocess.run(command, check=True)
+        run_commands([command])
 
 
 if __name__ == "__main__":
