@@ -2,7 +2,8 @@
 
     python scripts/probe_texture.py [--data ../shared/data] [--out docs/results/texture.json]
 
-Thin scans slab-averaged at x4 and x5 and super-resolved back with the slab-average weights (`average`), then
+Thin scans slab-averaged at x4 and x5 and super-resolved back with the weights a slab average gets (`average`;
+an MR `average_mr`), then
 the scan's own noise texture added at strength 0.5, 1 and 2 (texture.py): as `--texture` adds it, where the
 acquisition cannot see it ("unseen"), and as an independent draw per slice (what it did before): PSNR, SSIM,
 banding, SNLI and the in-plane noise level in flat tissue, beside tricubic and the thin reference. Scans:
@@ -29,6 +30,7 @@ from napari_cycleinr.texture import add_texture, body_level, measure_noise
 
 STRENGTHS = (0.5, 1.0, 2.0)
 FACTORS = (4, 5)
+WEIGHTS = {"CT": "average", "MR": "average_mr"}
 
 
 def scans(data: Path) -> list[tuple[str, str, object]]:
@@ -58,7 +60,7 @@ def main() -> None:
     if args.table:
         print(table(json.loads(Path(args.out).read_text())["rows"]))
         return
-    model = load_model("average")
+    models = {modality: load_model(name) for modality, name in WEIGHTS.items()}
     rows = []
     for name, modality, volume in scans(Path(args.data)):
         for factor in FACTORS:
@@ -80,7 +82,7 @@ def main() -> None:
 
             row("thin reference", reference)
             row("tricubic", intensities.denormalise(predict("tricubic", thick, positions, 1 / factor)))
-            output = intensities.denormalise(predict("cycleinr", thick, positions, 1 / factor, model=model))
+            output = intensities.denormalise(predict("cycleinr", thick, positions, 1 / factor, model=models[modality]))
             row("cycleinr", output)
             acquired = measure_noise(intensities.denormalise(thick), threshold)
             unseen = output_degradation(len(thick), len(output)).numpy()
@@ -89,7 +91,7 @@ def main() -> None:
                     textured = output.copy()
                     report = add_texture(textured, acquired, strength=strength, threshold=threshold, unseen=w)
                     row(f"cycleinr, {kind} {strength:g}", textured, round(report.added, 2))
-    Path(args.out).write_text(json.dumps({"weights": "average", "profile": "average", "rows": rows},
+    Path(args.out).write_text(json.dumps({"weights": WEIGHTS, "profile": "average", "rows": rows},
                                          indent=1, allow_nan=False) + "\n")
     print(table(rows))
 
