@@ -31,6 +31,13 @@ from napari_cycleinr.model.cycleinr import CycleINR
 TUNED = (*PROFILES, "mixed", "mr")
 
 
+def final_average(state: dict, like: CycleINR) -> CycleINR:
+    """A run's final weight average (from its state.pt) in a copy of the network it was tuned from."""
+    model = copy.deepcopy(like)
+    model.load_state_dict(state["average"]["weights"])
+    return model
+
+
 def tuned_model(run: Path, earlier: CycleINR) -> CycleINR:
     """The run's final weight average, with the run's record and the earlier weights' record."""
     record = f"configs/{run.name}.toml"
@@ -38,8 +45,7 @@ def tuned_model(run: Path, earlier: CycleINR) -> CycleINR:
         raise SystemExit(f"the bundled weights already hold this fine-tune ({record}); bring back the earlier ones "
                          "first (git checkout COMMIT -- src/napari_cycleinr/weights)")
     state = load_resume_state(run / "state.pt")
-    model = copy.deepcopy(earlier)
-    model.load_state_dict(state["average"]["weights"])
+    model = final_average(state, earlier)
     history = json.loads((run / "history.json").read_text())
     validation = [entry for entry in history if "psnr" in entry]
     model.info = {

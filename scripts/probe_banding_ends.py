@@ -15,11 +15,11 @@ The scans in tests/data always, the held-out CT and MR when --data holds them.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 from pathlib import Path
 
 import numpy as np
+from make_banding_weights import final_average
 
 from napari_cycleinr.io import read_volume
 from napari_cycleinr.model.checkpoint import load_model, load_resume_state
@@ -45,9 +45,10 @@ def probe_scans(data: Path) -> list[tuple[str, str, object]]:
         from probe_texture import scans
 
         held_out = [scan for scan in scans(data) if "held out" in scan[0]]
-    return [*held_out,
-            ("tests/data TotalSegmentator MR", "MR", read_volume(TESTS / "mr_totalseg_sm_117x91x20_3mm.nii.gz")),
-            ("tests/data TotalSegmentator CT", "CT", read_volume(TESTS / "ct_totalseg_sm_122x101x30_3mm.nii.gz"))]
+    test_mr = read_volume(TESTS / "mr_totalseg_sm_117x91x20_3mm.nii.gz")
+    test_ct = read_volume(TESTS / "ct_totalseg_sm_122x101x30_3mm.nii.gz")
+    return [*held_out, ("tests/data TotalSegmentator MR", "MR", test_mr),
+            ("tests/data TotalSegmentator CT", "CT", test_ct)]
 
 
 def kept_per_class(output: np.ndarray, reference: np.ndarray, classes: np.ndarray, threshold: float) -> dict:
@@ -73,7 +74,8 @@ def main() -> None:
         return
     models = {modality: {"cycleinr": load_model(name)} for modality, name in WEIGHTS.items()}
     for name, run in (v.split("=", 1) for v in args.variant):
-        models[args.variant_modality][name] = final_average(Path(run), models[args.variant_modality]["cycleinr"])
+        state = load_resume_state(Path(run) / "state.pt")
+        models[args.variant_modality][name] = final_average(state, models[args.variant_modality]["cycleinr"])
     rows = []
     for scan, modality, volume in probe_scans(Path(args.data)):
         for factor in (4, 5):
@@ -83,7 +85,8 @@ def main() -> None:
             outputs = {"thin reference": reference,
                        "tricubic": intensities.denormalise(predict("tricubic", thick, positions, 1 / factor))}
             for method, model in models[modality].items():
-                outputs[method] = intensities.denormalise(predict("cycleinr", thick, positions, 1 / factor, model=model))
+                output = predict("cycleinr", thick, positions, 1 / factor, model=model)
+                outputs[method] = intensities.denormalise(output)
             for method, output in outputs.items():
                 scored = method != "thin reference"
                 rows.append({"scan": scan, "factor": factor, "method": method,
@@ -97,24 +100,19 @@ def main() -> None:
     print(table(rows))
 
 
-def final_average(run: Path, like):
-    """A training run's final weight average (its state.pt), in a copy of the architecture it was tuned from."""
-    model = copy.deepcopy(like)
-    model.load_state_dict(load_resume_state(run / "state.pt")["average"]["weights"])
-    return model
-
-
 def table(rows: list[dict]) -> str:
     """PSNR, banding (whole / without the end half-slabs) and the change kept per class."""
-    lines = ["| scan | x | method | PSNR dB | banding | without the end half-slabs | "
-             + " | ".join(f"kept {name}" for name in PAIR_CLASSES) + " |", "|---|---:|---|---:|---:|---:|" + "---:|" * 4]
+    kept_columns = " | ".join(f"kept {name}" for name in PAIR_CLASSES)
+    lines = [f"| scan | x | method | PSNR dB | banding | without the end half-slabs | {kept_columns} |",
+             "|---|---:|---|---:|---:|---:|" + "---:|" * len(PAIR_CLASSES)]
     for row in rows:
         if row["method"] == "thin reference":
             thin = row
             continue
         kept = " | ".join("" if v is None else f"{v:.2f}" for v in row["kept"].values())
-        lines.append(f"| {row['scan']} | {row['factor']} | {row['method']} | {row['psnr']:.2f} | {row['banding']:.2f} (thin "
-                     f"{thin['banding']:.2f}) | {row['without_end_half_slabs']:.2f} | {kept} |")
+        lines.append(f"| {row['scan']} | {row['factor']} | {row['method']} | {row['psnr']:.2f} | "
+                     f"{row['banding']:.2f} (thin {thin['banding']:.2f}) | "
+                     f"{row['without_end_half_slabs']:.2f} | {kept} |")
     return "\n".join(lines)
 
 

@@ -82,7 +82,8 @@ def main() -> None:
 
             row("thin reference", reference)
             row("tricubic", intensities.denormalise(predict("tricubic", thick, positions, 1 / factor)))
-            output = intensities.denormalise(predict("cycleinr", thick, positions, 1 / factor, model=models[modality]))
+            output = predict("cycleinr", thick, positions, 1 / factor, model=models[modality])
+            output = intensities.denormalise(output)
             row("cycleinr", output)
             acquired = measure_noise(intensities.denormalise(thick), threshold)
             unseen = output_degradation(len(thick), len(output)).numpy()

@@ -84,7 +84,8 @@ def test_the_weight_is_checked(weight):
 
 def test_fine_tuning_with_it_changes_the_weights_and_records_it(tmp_path, tiny_checkpoint):
     config = TrainConfig(
-        steps=3, init=str(tiny_checkpoint), banding_weight=0.5, banding_classes="phase", train_data=(str(CT_HEAD),), batch=2,
+        steps=3, init=str(tiny_checkpoint), banding_weight=0.5, banding_classes="phase",
+        train_data=(str(CT_HEAD),), batch=2,
         thick_slices=4, crop=32, query_pixels=256, scale_min=3.0, scale_max=4.0, validation_every=3,
         checkpoint_every=3, log_every=1, warmup_steps=1, learning_rate=3e-3, threads=2,
     )

@@ -35,6 +35,13 @@ def z_gradient_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Ten
     return (prediction.diff(dim=-1) - target.diff(dim=-1)).abs().mean()
 
 
+def change_kept(prediction: torch.Tensor, target: torch.Tensor):
+    """kept(where): how much of the thin slices' neighbouring-slice change the prediction keeps over the pairs
+    `where` selects (mean |prediction difference| / mean |true difference|, along the last axis)."""
+    moved, truth = prediction.diff(dim=-1).abs(), target.diff(dim=-1).abs()
+    return lambda where: moved[..., where].mean() / truth[..., where].mean().clamp_min(1e-6)
+
+
 def banding_loss(prediction: torch.Tensor, target: torch.Tensor, border: torch.Tensor) -> torch.Tensor:
     """|log| of how much more of the thin slices' neighbouring-slice change the prediction keeps across the
     acquired slab borders than inside slabs; (..., L) along the last axis, border: bool (L - 1,).
@@ -43,8 +50,7 @@ def banding_loss(prediction: torch.Tensor, target: torch.Tensor, border: torch.T
     than the truth pays nothing, one flat inside slabs and steep at their borders (the lines at the slab
     period) pays, whether it cures that by a ramp or by keeping more of what changes inside a slab.
     """
-    moved, truth = prediction.diff(dim=-1).abs(), target.diff(dim=-1).abs()
-    kept = lambda where: moved[..., where].mean() / truth[..., where].mean().clamp_min(1e-6)  # noqa: E731
+    kept = change_kept(prediction, target)
     return (kept(border) / kept(~border).clamp_min(1e-6)).log().abs()
 
 
@@ -57,8 +63,7 @@ def even_change_loss(prediction: torch.Tensor, target: torch.Tensor, classes: to
     sample cancel) and beyond the outermost centres (where it is flat), which the border/inside ratio mixes
     into "inside"; each class pays for itself here.
     """
-    moved, truth = prediction.diff(dim=-1).abs(), target.diff(dim=-1).abs()
-    kept = lambda where: moved[..., where].mean() / truth[..., where].mean().clamp_min(1e-6)  # noqa: E731
+    kept = change_kept(prediction, target)
     overall = kept(torch.ones_like(classes, dtype=torch.bool)).clamp_min(1e-6)
     return torch.stack([(kept(classes == c).clamp_min(1e-6) / overall).log().abs()
                         for c in classes.unique().tolist()]).mean()

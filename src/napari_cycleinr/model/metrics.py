@@ -112,7 +112,9 @@ def slab_border_pairs(n_out: int, factor: float) -> np.ndarray:
     return slab[1:] != slab[:-1]
 
 
-PAIR_CLASSES = ("across a border", "inside, near a border", "inside, around the centre", "beyond the end centres")
+PAIR_CLASSES = (
+    "across a border", "inside, near a border", "inside, around the centre", "beyond the end centres",
+)
 
 
 def slab_pair_classes(n_out: int, factor: float, n_slabs: int | None = None) -> np.ndarray:

@@ -39,7 +39,7 @@ from napari_cycleinr.model.losses import (
     noise_consistency_loss,
     z_gradient_loss,
 )
-from napari_cycleinr.model.metrics import slab_border_pairs, slab_pair_classes
+from napari_cycleinr.model.metrics import slab_pair_classes
 from napari_cycleinr.model.pair_model import PairPredictor, pair_queries, predict_pair
 from napari_cycleinr.model.pairs import Pair, TrainingVolume, sample_pair
 from napari_cycleinr.model.schedule import cosine_decay, make_optimizer, optimizer_step
@@ -148,13 +148,14 @@ def training_step(
 
 def _banding_term(prediction: torch.Tensor, target: torch.Tensor, pair: Pair, classes: str) -> torch.Tensor:
     """The loss on the lines at the slab period; 0 where a ratio under 2 leaves no pair inside a slab."""
-    border = slab_border_pairs(target.shape[-1], pair.ratio)
+    where = slab_pair_classes(target.shape[-1], pair.ratio, pair.thick.shape[1])
+    where = torch.from_numpy(where).to(prediction.device)
+    border = where == 0  # class 0: across a slab border (metrics.slab_border_pairs)
     if not border.any() or border.all():
         return prediction.new_zeros(())
     if classes == "phase":
-        where = slab_pair_classes(target.shape[-1], pair.ratio, pair.thick.shape[1])
-        return even_change_loss(prediction, target, torch.from_numpy(where).to(prediction.device))
-    return banding_loss(prediction, target, torch.from_numpy(border).to(prediction.device))
+        return even_change_loss(prediction, target, where)
+    return banding_loss(prediction, target, border)
 
 
 def query_columns(
