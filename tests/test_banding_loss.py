@@ -71,6 +71,23 @@ def test_the_even_change_loss_sees_a_dip_at_the_acquired_centres_that_border_aga
     assert even_change_loss((prediction - 0.05 * prediction.grad).detach(), target, classes) < before
 
 
+def test_the_ends_option_also_pays_for_a_flat_extrapolation_beyond_the_end_centres():
+    from types import SimpleNamespace
+
+    from napari_cycleinr.model.train import _banding_term
+
+    target = _ramp() + 0.05 * torch.randn(1, 8, 20, generator=torch.Generator().manual_seed(2))
+    pair = SimpleNamespace(ratio=5.0, thick=torch.zeros(1, 4, 1, 1))  # 4 slabs of 5 thin slices
+    ends = torch.from_numpy(slab_pair_classes(20, 5.0, 4) == 3)
+    flat_ends = target.clone()
+    flat_ends[..., :3] = flat_ends[..., 2:3]  # the first half slab held at the outermost centre's value
+    flat_ends[..., 17:] = flat_ends[..., 17:18]
+    assert ends[:2].all() and ends[-2:].all() and not ends[2:-2].any()
+    assert _banding_term(target, target, pair, "ends").item() == pytest.approx(0.0, abs=1e-6)
+    border_only = _banding_term(flat_ends, target, pair, "border").item()
+    assert _banding_term(flat_ends, target, pair, "ends").item() > border_only + 1.0
+
+
 def test_the_classes_are_a_checked_choice():
     with pytest.raises(CycleINRError, match="banding_classes"):
         TrainConfig(banding_classes="everything")

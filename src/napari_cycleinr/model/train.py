@@ -155,7 +155,11 @@ def _banding_term(prediction: torch.Tensor, target: torch.Tensor, pair: Pair, cl
         return prediction.new_zeros(())
     if classes == "phase":
         return even_change_loss(prediction, target, where)
-    return banding_loss(prediction, target, border)
+    loss = banding_loss(prediction, target, border)
+    ends = where == 3  # beyond the outermost acquired centres: as much change there as everywhere else
+    if classes == "ends" and ends.any():
+        loss = loss + banding_loss(prediction, target, ends)
+    return loss
 
 
 def query_columns(

@@ -13,7 +13,7 @@ from napari_cycleinr.model.config import ModelConfig
 from napari_cycleinr.model.degrade import KINDS
 from napari_cycleinr.model.losses import FIT_LOSSES
 
-BANDING_CLASSES = ("border", "phase")
+BANDING_CLASSES = ("border", "phase", "ends")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class TrainConfig:
     banding_classes: str = "border"
     """What the banding loss evens out: "border" (across slab borders against inside, losses.banding_loss) or
     "phase" (borders, near borders, around the acquired centres and beyond the end centres, each against
-    all pairs: losses.even_change_loss)."""
+    all pairs: losses.even_change_loss) or "ends" ("border", plus the pairs beyond the outermost acquired
+    centres against all others, the same ratio)."""
     noise_weight: float = 0.0
     """Weight of the noise-level consistency loss (losses.noise_consistency_loss); above 0 the decoded pixels
     are a contiguous window of the crop instead of a random sample, so an in-plane Laplacian exists."""
