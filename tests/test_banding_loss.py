@@ -2,6 +2,7 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.model.checkpoint import load_model
 from napari_cycleinr.model.losses import banding_loss, even_change_loss
 from napari_cycleinr.model.metrics import slab_border_pairs, slab_pair_classes
-from napari_cycleinr.model.train import train
+from napari_cycleinr.model.train import _banding_term, train
 from napari_cycleinr.model.train_config import TrainConfig
 from tests.conftest import CT_HEAD
 
@@ -72,10 +73,6 @@ def test_the_even_change_loss_sees_a_dip_at_the_acquired_centres_that_border_aga
 
 
 def test_the_ends_option_also_pays_for_a_flat_extrapolation_beyond_the_end_centres():
-    from types import SimpleNamespace
-
-    from napari_cycleinr.model.train import _banding_term
-
     target = _ramp() + 0.05 * torch.randn(1, 8, 20, generator=torch.Generator().manual_seed(2))
     pair = SimpleNamespace(ratio=5.0, thick=torch.zeros(1, 4, 1, 1))  # 4 slabs of 5 thin slices
     ends = torch.from_numpy(slab_pair_classes(20, 5.0, 4) == 3)
