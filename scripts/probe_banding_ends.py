@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from make_banding_weights import final_average
+from probe_texture import WEIGHTS, scans
 
 from napari_cycleinr.io import read_volume
 from napari_cycleinr.model.checkpoint import load_model, load_resume_state
@@ -35,15 +36,12 @@ from napari_cycleinr.model.metrics import (
 from napari_cycleinr.texture import body_level
 
 TESTS = Path(__file__).resolve().parents[1] / "tests" / "data"
-WEIGHTS = {"CT": "average", "MR": "average_mr"}
 
 
 def probe_scans(data: Path) -> list[tuple[str, str, object]]:
     """The held-out scans of scripts/probe_texture.py where the data folder has them, then tests/data's two."""
     held_out = []
     if (data / "train").is_dir():
-        from probe_texture import scans
-
         held_out = [scan for scan in scans(data) if "held out" in scan[0]]
     test_mr = read_volume(TESTS / "mr_totalseg_sm_117x91x20_3mm.nii.gz")
     test_ct = read_volume(TESTS / "ct_totalseg_sm_122x101x30_3mm.nii.gz")

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from probe_texture import FACTORS, scans
+from probe_texture import FACTORS, WEIGHTS, scans
 
 from napari_cycleinr.io import read_volume
 from napari_cycleinr.model.checkpoint import load_model
@@ -37,9 +37,8 @@ def main() -> None:
         print(table(json.loads(Path(args.out).read_text())["rows"]))
         return
     variants = dict(v.split("=", 1) for v in args.variant)
-    weights = {"CT": "average", "MR": "average_mr"}
     models = {modality: {"cycleinr": load_model(name), **{v: load_model(pick(path, name)) for v, path in variants.items()}}
-              for modality, name in weights.items()}
+              for modality, name in WEIGHTS.items()}
     tests = Path(__file__).resolve().parents[1] / "tests" / "data"
     test_mr = ("tests/data TotalSegmentator MR", "MR", read_volume(tests / "mr_totalseg_sm_117x91x20_3mm.nii.gz"))
     rows = []
@@ -63,7 +62,7 @@ def main() -> None:
                     "snli": round(snli(output, modality, threshold), 4),
                 })
                 print(rows[-1], flush=True)
-    Path(args.out).write_text(json.dumps({"weights": weights, "variants": variants, "rows": rows},
+    Path(args.out).write_text(json.dumps({"weights": WEIGHTS, "variants": variants, "rows": rows},
                                          indent=1, allow_nan=False) + "\n")
     print(table(rows))
 

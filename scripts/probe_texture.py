@@ -26,11 +26,13 @@ from napari_cycleinr.model.consistency import output_degradation
 from napari_cycleinr.model.evaluate import metric_window, simulate_thick
 from napari_cycleinr.model.infer import predict
 from napari_cycleinr.model.metrics import banding, psnr, snli, ssim
+from napari_cycleinr.options import MR_PROFILE_WEIGHTS
 from napari_cycleinr.texture import add_texture, body_level, measure_noise
 
 STRENGTHS = (0.5, 1.0, 2.0)
 FACTORS = (4, 5)
-WEIGHTS = {"CT": "average", "MR": "average_mr"}
+WEIGHTS = {"CT": "average", "MR": MR_PROFILE_WEIGHTS["average"]}
+"""The bundled weights a slab average gets, by modality (what `upsample --profile average` takes)."""
 
 
 def scans(data: Path) -> list[tuple[str, str, object]]:

@@ -156,8 +156,8 @@ def _banding_term(prediction: torch.Tensor, target: torch.Tensor, pair: Pair, cl
     if classes == "phase":
         return even_change_loss(prediction, target, where)
     loss = banding_loss(prediction, target, border)
-    ends = where == 3  # beyond the outermost acquired centres: as much change there as everywhere else
-    if classes == "ends" and ends.any():
+    # "ends": class 3, beyond the outermost acquired centres, must change as much as everywhere else
+    if classes == "ends" and (ends := where == 3).any():
         loss = loss + banding_loss(prediction, target, ends)
     return loss
 
