@@ -122,3 +122,35 @@ def test_on_mr_the_position_need_only_not_say_gaps(monkeypatch, position, modali
     found = slice_profile.estimate(data, spacing, modality)
     assert (found.kind, found.confident) == (kind, confident)
     assert found.source == "estimate" and f"position {position:.2f}, shared noise 0.30" == found.detail
+
+
+def _unsure(kind: str = "skip", position: float | None = 1.1) -> slice_profile.SliceProfile:
+    return slice_profile.SliceProfile(kind, 1.0, "estimate", 0.45, "position 1.10, shared noise 0.05",
+                                      position=position)
+
+
+@pytest.mark.parametrize(
+    ("cue", "position", "slices", "kind", "source"),
+    [
+        (0.2, 1.1, 16, "average", "model"),  # the model's answer fits slab averages: gaps in the image overruled
+        (-0.5, 1.1, 16, "skip", "model"),  # gaps on both cues
+        (-0.5, 0.7, 16, "skip", "estimate"),  # the model says gaps but the image reads smooth: not acted on
+        (-0.5, None, 16, "skip", "estimate"),  # no position (a phantom): gaps are never taken
+        (0.0, 1.1, 16, "skip", "estimate"),  # between the boundaries: not trusted
+        (0.2, 1.1, 6, "skip", "estimate"),  # too few slices
+        (float("nan"), 1.1, 16, "skip", "estimate"),
+    ],
+)
+def test_the_cycle_cue_settles_slab_average_against_gaps(cue, position, slices, kind, source):
+    found = slice_profile.with_cycle_cue(_unsure(position=position), cue, slices)
+    assert (found.kind, found.source, found.confident) == (kind, source, source == "model")
+    if source == "model":
+        assert "fits the slices best as" in found.describe() and found.to_record()["source"] == "model"
+        assert "cycle residual gaps / slab average" in found.to_record()["cues"]
+
+
+def test_the_cycle_cue_never_overrules_a_confident_or_recorded_profile():
+    sure = slice_profile.SliceProfile("gaussian", 1.1, "estimate", 1.0, "")
+    assert slice_profile.with_cycle_cue(sure, -1.0, 40) is sure
+    recorded = slice_profile.from_record({"slice_thickness_mm": 1.0, "slice_spacing_mm": 5.0})
+    assert slice_profile.with_cycle_cue(recorded, 1.0, 40) is recorded

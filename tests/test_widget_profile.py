@@ -103,7 +103,7 @@ def test_a_nifti_scan_gets_the_mixed_profile_weights_and_says_why(viewer_and_wid
     widget._input.value = layer
     line = found_line(widget, qtbot)
     assert line.startswith("slice profile: not known (the image suggests"), line
-    assert line.endswith("the mixed-profile weights")
+    assert line.endswith("the run asks the model (else the mixed-profile weights)")  # slab average or gaps?
     layer = add_volume(viewer, crop(layer_to_volume(layer.data, layer_meta(layer)), 64), "ct")  # a quick run
     widget._input.value = layer
     line = found_line(widget, qtbot)
@@ -112,9 +112,11 @@ def test_a_nifti_scan_gets_the_mixed_profile_weights_and_says_why(viewer_and_wid
     widget._values.value = "1.5"
     run(widget, qtbot)
     record = record_of(viewer.layers[f"{layer.name}_SRx1.5"])
-    assert record["slice_profile"]["source"] == "estimate" and record["slice_profile"]["description"] == line
+    # the model, asked at x1.5, cannot settle it either (its cycle residual sits between the boundaries)
+    said = line.replace("the run asks the model (else the mixed-profile weights)", "the mixed-profile weights")
+    assert record["slice_profile"]["source"] == "estimate" and record["slice_profile"]["description"] == said
     assert record["model"].endswith("mixed.safetensors") and record["parameters"]["profile"] == "average"
-    assert messages(notes, "info").count(line) == 1
+    assert messages(notes, "info").count(said) == 1
     assert_no_traceback_notifications(notes)
 
 
@@ -173,7 +175,7 @@ def test_the_line_follows_the_method_and_the_weights(viewer_and_widget, tmp_path
     viewer, widget = viewer_and_widget
     thick, _ = open_samples(viewer)
     widget._input.value = add_volume(viewer, crop(layer_to_volume(thick.data, layer_meta(thick)), 48), "tiny")
-    assert widget._profile_found.value.endswith("the mixed-profile weights")
+    assert widget._profile_found.value.endswith("(else the mixed-profile weights)")
     widget._method.value = "tricubic"
     assert widget._profile_found.value == "slice profile: not needed (tricubic interpolation)"
     widget._exact.value = True  # the consistency step uses the profile, even after an interpolation

@@ -9,6 +9,7 @@ pipeline's own `settle_profile`, so the line says what the run will do. No torch
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 from magicgui.widgets import Label
@@ -43,7 +44,11 @@ def found_text(data: Any, meta: dict[str, Any], request: Request | None = None) 
         _, found = settle_profile(request, layer_to_volume(data, meta))
     except CycleINRError as error:
         return f"slice profile: not known ({error})"
-    return found.describe() if found is not None else ""
+    if found is None:
+        return ""
+    if found.source == "estimate" and not found.confident and request.uses_model and request.weights is None:
+        found = replace(found, fallback=f"the run asks the model (else {found.fallback})")
+    return found.describe()
 
 
 class ProfileLabel:

@@ -101,12 +101,13 @@ def _weights_chooser(modality: str | None, device):
     pipeline's settle_profile), loaded once per name, and a record of the choice."""
     from napari_cycleinr.model.checkpoint import load_model
     from napari_cycleinr.pipeline import settle_profile
-    from napari_cycleinr.request import Request
+    from napari_cycleinr.request import Request, target
 
     loaded: dict[str, object] = {}
 
-    def choose(thick):
-        request, found = settle_profile(Request(modality=modality), thick)
+    def choose(thick, factor):
+        grid = target(thick.shape[0], thick.spacing[0], "factor", factor)
+        request, found = settle_profile(Request(modality=modality, targets=(grid,)), thick, ask_model=True)
         name = request.weights or request.slice_profile
         if name not in loaded:
             loaded[name] = load_model(request.weights, device, profile=request.slice_profile)

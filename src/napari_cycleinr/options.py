@@ -26,9 +26,9 @@ MR among its training scans (docs/results.md, "MR in training")."""
 MR_PROFILE_WEIGHTS = {"average": "average_mr", "gaussian": "gaussian_mr", "skip": "skip_mr"}
 """The bundled weights an MR of known slice profile gets: the profile's own weights plus what training with MR
 added to `mixed` (`mr` - `mixed`; docs/results.md, "MR in training: longer, and the specialists")."""
-PROFILE_SOURCES = ("default", "user", "header", "estimate")
-"""Where a request's slice profile came from: nobody said (the default), the user, the file's header, or an
-estimate from the image."""
+PROFILE_SOURCES = ("default", "user", "header", "estimate", "model")
+"""Where a request's slice profile came from: nobody said (the default), the user, the file's header, an
+estimate from the image, or the fallback model's cycle residual (slab average against gaps)."""
 TARGET_KINDS = ("spacing", "factor")
 
 MAX_FACTOR = 16.0

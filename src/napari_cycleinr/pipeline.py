@@ -121,7 +121,9 @@ def _load_weights(request: Request, engine: Engine, progress: Progress | None) -
     return engine
 
 
-def settle_profile(request: Request, volume: Volume) -> tuple[Request, SliceProfile | None]:
+def settle_profile(
+    request: Request, volume: Volume, *, ask_model: bool = False
+) -> tuple[Request, SliceProfile | None]:
     """The request with the scan's slice profile settled: the user's choice, else the scan's DICOM record,
     else an estimate from the image (slice_profile.py). Only a confident estimate is acted on (a Gaussian
     profile that both of its cues name); any other is reported, while the weights become the mixed-profile
@@ -129,7 +131,10 @@ def settle_profile(request: Request, volume: Volume) -> tuple[Request, SliceProf
     adaptation keep the default slab average (docs/method.md, "Which weights: the slice profile, found").
     An MR gets weights trained with MR instead:
     `mr` where the profile is not known, the profile's MR-aware weights where it is (better on held-out MR
-    than the CT-trained ones: docs/results.md, "MR in training: longer, and the specialists")."""
+    than the CT-trained ones: docs/results.md, "MR in training: longer, and the specialists").
+    ask_model: where the image cannot tell slab average from gaps and the bundled weights answer, let the
+    fallback weights' cycle residual settle it (model/cycle_cue.py; loads torch, so the widget's label, which
+    shows the finding before the run, does not)."""
     from napari_cycleinr.slice_profile import SliceProfile, find_profile
 
     if request.profile is not None and request.profile_source != "default":
@@ -139,6 +144,8 @@ def settle_profile(request: Request, volume: Volume) -> tuple[Request, SliceProf
         return request, None
     modality = _modality(request, volume)
     found = find_profile(volume.data, volume.spacing, modality, volume.metadata)
+    if ask_model and not found.confident and request.weights is None and request.uses_model:
+        found = _ask_model(found, request, volume, modality)
     if not found.confident:
         changes: dict[str, Any] = {"profile": DEFAULT_PROFILE, "profile_source": "default"}
         if request.weights is None and request.uses_model:
@@ -154,6 +161,18 @@ def settle_profile(request: Request, volume: Volume) -> tuple[Request, SliceProf
     if modality == "MR" and request.weights is None and request.uses_model:
         changes["weights"] = MR_PROFILE_WEIGHTS[found.kind]
     return replace(request, **changes), found
+
+
+def _ask_model(found: SliceProfile, request: Request, volume: Volume, modality: str) -> SliceProfile:
+    """The estimate settled by the cycle residual of the weights that would answer otherwise, at the factor
+    of the first output grid (slice_profile.with_cycle_cue)."""
+    from napari_cycleinr.model.checkpoint import load_model
+    from napari_cycleinr.model.cycle_cue import gaps_over_average
+    from napari_cycleinr.slice_profile import with_cycle_cue
+
+    fallback = load_model(MR_WEIGHTS if modality == "MR" else "mixed")
+    cue = gaps_over_average(volume.data, request.targets[0].factor, modality, fallback)
+    return with_cycle_cue(found, cue, volume.shape[0])
 
 
 def _modality(request: Request, volume: Volume) -> str:
@@ -190,7 +209,7 @@ def run(
         raise CycleINRError("a preallocated output array holds one target's output")
     # settled once, so that the weights, the profile, the texture and the intensities agree on it
     request = replace(request, modality=_modality(request, volume))
-    request, found = settle_profile(request, volume)
+    request, found = settle_profile(request, volume, ask_model=True)
     noise = _acquired_noise(request, volume)  # before any work: a scan with nothing to measure fails now
     if engine is None:
         engine = prepare(request, progress)

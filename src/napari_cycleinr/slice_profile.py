@@ -23,7 +23,7 @@ numpy and scipy only: the widget shows the finding before anything loads torch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -88,12 +88,15 @@ class SliceProfile:
     thickness: float
     """Slice thickness over slice spacing (for gaussian, the FWHM over the spacing)."""
     source: str
-    """'user', 'header' (the DICOM record) or 'estimate' (options.PROFILE_SOURCES)."""
+    """'user', 'header' (the DICOM record), 'estimate' (the image) or 'model' (the fallback model's cycle
+    residual; options.PROFILE_SOURCES)."""
     confidence: float | None = None
     """0-1 for an estimate; None for a recorded or chosen profile."""
     detail: str = ""
     fallback: str = "the mixed-profile weights"
     """What answers when the profile is not known (an MR gets the weights trained with MR)."""
+    position: float | None = None
+    """The image estimate's position (0: the Gaussian simulation, 1: the gaps one), where it has one."""
 
     @property
     def confident(self) -> bool:
@@ -109,6 +112,10 @@ class SliceProfile:
         if self.source == "estimate":
             why = ": smooth along z, noise shared between slices" if self.kind == "gaussian" else ""
             text += f", estimated from the image{why} (confidence {self.confidence:.2f})"
+        elif self.source == "model":
+            fits = {"average": "slab averages", "gaussian": "a Gaussian profile", "skip": "gaps"}[self.kind]
+            text += (f", estimated: the model's output, degraded back, fits the slices best as {fits} "
+                     f"(confidence {self.confidence:.2f})")
         elif self.source == "header":
             text += f", {self.detail}, from DICOM"
         else:
@@ -118,7 +125,7 @@ class SliceProfile:
     def to_record(self) -> dict[str, object]:
         return {"kind": self.kind, "thickness_over_spacing": round(self.thickness, 4), "source": self.source,
                 "confidence": None if self.confidence is None else round(self.confidence, 3),
-                "description": self.describe()}
+                "description": self.describe(), **({"cues": self.detail} if self.source in ("estimate", "model") else {})}
 
 
 RIDGE = 1e-9
@@ -259,11 +266,12 @@ def estimate(data: np.ndarray, spacing: tuple[float, float, float], modality: st
         confidence = min(1.0, 0.5 * (shared - SHARED_NOISE_ABOVE) / SHARED_NOISE_MARGIN)
         if data.shape[0] < CONFIDENT_SLICES:
             confidence = min(cap, confidence)
-        return SliceProfile("gaussian", gaussian_width(shared), "estimate", confidence, detail)
+        return SliceProfile("gaussian", gaussian_width(shared), "estimate", confidence, detail, position=position)
     if position < GAUSSIAN_BELOW and math.isfinite(shared):
         # smooth lines, but no noise shared: smooth anatomy under contiguous slabs
         margin = min(SHARED_NOISE_ABOVE - shared, GAUSSIAN_BELOW - position)
-        return SliceProfile("average", 1.0, "estimate", min(cap, 0.5 * margin / CONFIDENT_MARGIN), detail)
+        return SliceProfile("average", 1.0, "estimate", min(cap, 0.5 * margin / CONFIDENT_MARGIN), detail,
+                            position=position)
     if position < GAUSSIAN_BELOW:
         kind, thickness = "gaussian", 1.0
     elif position > GAPS_ABOVE:
@@ -271,7 +279,40 @@ def estimate(data: np.ndarray, spacing: tuple[float, float, float], modality: st
     else:
         kind, thickness = "average", 1.0
     margin = min(abs(position - GAUSSIAN_BELOW), abs(position - GAPS_ABOVE))
-    return SliceProfile(kind, thickness, "estimate", min(cap, 0.5 * margin / CONFIDENT_MARGIN), detail)
+    return SliceProfile(kind, thickness, "estimate", min(cap, 0.5 * margin / CONFIDENT_MARGIN), detail,
+                        position=position)
+
+
+CYCLE_AVERAGE_ABOVE = 0.03
+CYCLE_GAPS_BELOW = -0.10
+"""Boundaries on the fallback model's cycle cue (model/cycle_cue.py: log of its residual under gaps over that
+under slab average, > 0 where its answer is a slab average's). On the training scans every slab average read
+0.02 to 0.19 and every gap -0.28 to -1.17, but for a resampled chest CT whose slab averages read -0.22 to
+-0.34 (docs/results/gaps_cues.json); between the two boundaries the cue is not trusted."""
+CYCLE_GAPS_POSITION_ABOVE = 0.80
+"""Gaps need the image's position too (above this: not smooth along z), which keeps that resampled CT's slab
+averages (positions 0.55-0.71) from being read as gaps; every training gap read above it but one (0.69, x2.5)."""
+CYCLE_SLICES = 8
+"""Fewer thick slices than this leave the cue to chance (the fewest it was measured on: 8)."""
+
+
+def with_cycle_cue(found: SliceProfile, cue: float, slices: int) -> SliceProfile:
+    """The image estimate, settled by the fallback model's cycle cue where the image cannot tell slab average
+    from gaps: a slab average when the cue says so, gaps when the cue and the position both do; unchanged
+    otherwise (docs/method.md, "Which weights: the slice profile, found")."""
+    if found.confident or found.source != "estimate" or slices < CYCLE_SLICES or not math.isfinite(cue):
+        return found
+    said = f"cycle residual gaps / slab average {math.exp(cue):.2f}"
+    detail = f"{found.detail}, {said}" if found.detail else said
+    if cue > CYCLE_AVERAGE_ABOVE:
+        confidence = min(1.0, 0.5 + (cue - CYCLE_AVERAGE_ABOVE) / 0.2)
+        return SliceProfile("average", 1.0, "model", confidence, detail, found.fallback, found.position)
+    position = found.position
+    if cue < CYCLE_GAPS_BELOW and position is not None and position > CYCLE_GAPS_POSITION_ABOVE:
+        margin = min((CYCLE_GAPS_BELOW - cue) / 0.2, (position - CYCLE_GAPS_POSITION_ABOVE) / 0.2)
+        confidence = min(1.0, 0.5 + margin)
+        return SliceProfile("skip", _SIMULATED_GAP, "model", confidence, detail, found.fallback, position)
+    return replace(found, detail=detail)
 
 
 def shared_noise(data: np.ndarray, modality: str) -> float:

@@ -59,12 +59,13 @@ def evaluate_volume(
     keep_outputs: bool = False,
     consistency: bool = False,
     ensemble: bool = False,
-    choose: Callable[[Volume], tuple[Any, dict[str, Any]]] | None = None,
+    choose: Callable[[Volume, float], tuple[Any, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Scores of each method on one reference. `models` maps method names to CycleINR modules.
 
     The method AUTO asks `choose` for the model (and a record of why) given the simulated thick volume, with
-    the thick spacing and no record of its slice profile: what a user's NIfTI of that scan would get.
+    the thick spacing and no record of its slice profile, and the factor: what a user's NIfTI of that scan
+    would get.
 
     consistency adds a "<model>+dc" row per model: its output after the exact data-consistency step with
     the degradation that made the thick slices (the slice profile a real scan would need to be told).
@@ -91,7 +92,7 @@ def evaluate_volume(
         chosen_model, result[AUTO] = choose(volume.replace(
             data=intensities.denormalise(thick), affine=volume.affine @ stretch,
             metadata={k: v for k, v in volume.metadata.items() if k not in ("slice_thickness_mm", "slice_spacing_mm")},
-        ))
+        ), factor)
         models = {**models, AUTO: chosen_model}
     outputs = {}
     for method in methods:

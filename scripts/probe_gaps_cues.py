@@ -1,0 +1,104 @@
+"""Slab average or gaps: the image's cues and the fallback model's cycle cue on the calibration cases, and
+what the pipeline decides from them (docs/results.md, "Finding the slice profile").
+
+    PYTHONPATH=scripts python scripts/probe_gaps_cues.py [--data ../shared/data] [--table]
+
+For every case of scripts/calibrate_slice_profile.py (training scans whole; held-out scans whole and in runs
+of 16 thick slices): the image position, the shared noise, the cycle cue (model/cycle_cue.py) at the case's
+own factor, and the profile the pipeline settles on (slice_profile.estimate, then with_cycle_cue), confident
+or not. JSON: docs/results/gaps_cues.json; --table prints the accuracy table from it. Run from the repository
+root with ../shared/data present (about 5 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from calibrate_slice_profile import FACTORS, SHORT, TESTS, TRAINING, VALIDATION
+from napari_cycleinr import slice_profile
+from napari_cycleinr.intensity import guess_modality
+from napari_cycleinr.io import read_volume
+from napari_cycleinr.model.checkpoint import load_model
+from napari_cycleinr.model.cycle_cue import gaps_over_average
+from napari_cycleinr.options import MR_WEIGHTS
+
+
+def cases(path: Path, group: str, models: dict, window: int | None = None) -> list[dict]:
+    volume = read_volume(path)
+    data, spacing = slice_profile.central_square(volume.data), volume.spacing
+    modality = guess_modality(volume.data)
+    rows = []
+    for factor in FACTORS:
+        for kind in slice_profile.PROFILES:
+            matrix = slice_profile.profile_weights(data.shape[0], factor, kind).astype(np.float32)
+            whole = np.tensordot(matrix, data, axes=(1, 0))
+            if window is not None and len(whole) < window:
+                continue
+            starts = [0] if window is None else sorted({int(s) for s in np.linspace(0, len(whole) - window, 4)})
+            for start in starts:
+                thick = whole if window is None else whole[start : start + window]
+                thick_spacing = (spacing[0] * factor, *spacing[1:])
+                cue = gaps_over_average(thick, factor, modality, models[modality])
+                found = slice_profile.with_cycle_cue(slice_profile.estimate(thick, thick_spacing, modality), cue,
+                                                     len(thick))
+                row = {"group": group, "scan": path.name, "modality": modality, "factor": factor, "truth": kind,
+                       "slices": len(thick),
+                       "position": slice_profile.profile_position(thick, thick_spacing, modality),
+                       "shared_noise": slice_profile.shared_noise(thick, modality),
+                       "cycle": cue, "decision": found.kind, "source": found.source,
+                       "confident": found.confident}
+                rows.append({k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else
+                             (None if isinstance(v, float) else v) for k, v in row.items()})
+                print(rows[-1], flush=True)
+    return rows
+
+
+GROUPS = {"training": "training scans (calibration)", "held_out": "held-out scans",
+          "held_out_short": "held-out scans, 16-slice runs"}
+
+
+def table(rows: list[dict]) -> str:
+    """Slab averages and gaps: how often the profile is acted on (the specialist answers), and how often wrongly;
+    and what a Gaussian profile the image did not name confidently turns into."""
+    lines = ["| scans | slab average or gaps | acted on | right | wrong | Gaussian, not named: read as slab average |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for group, title in GROUPS.items():
+        for modality in ("CT", "MR"):
+            mine = [r for r in rows if r["group"] == group and r["modality"] == modality]
+            plain = [r for r in mine if r["truth"] != "gaussian"]
+            acted = [r for r in plain if r["confident"]]
+            right = sum(r["decision"] == r["truth"] for r in acted)
+            unnamed = [r for r in mine if r["truth"] == "gaussian" and not (r["confident"] and r["source"] == "estimate")]
+            as_average = sum(r["confident"] and r["decision"] == "average" for r in unnamed)
+            lines.append(f"| {title}, {modality} | {len(plain)} | {len(acted)} | {right} | {len(acted) - right} | "
+                         f"{as_average} of {len(unnamed)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--out", default="docs/results/gaps_cues.json")
+    parser.add_argument("--table", action="store_true", help="only print the table from --out")
+    args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text())["rows"]))
+        return
+    data = Path(args.data)
+    models = {"CT": load_model("mixed"), "MR": load_model(MR_WEIGHTS)}
+    rows = [r for name in TRAINING for r in cases(data / name, "training", models)]
+    rows += [r for name in VALIDATION for r in cases(data / name, "held_out", models)]
+    rows += [r for name in TESTS for r in cases(Path(name), "held_out", models)]
+    rows += [r for name in VALIDATION for r in cases(data / name, "held_out_short", models, SHORT)]
+    rows += [r for name in TESTS for r in cases(Path(name), "held_out_short", models, SHORT)]
+    Path(args.out).write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
