@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,25 +34,32 @@ SHORT = 16
 TRUTH = {"skip": ("skip", None), "average": ("average", None), "gaussian": ("gaussian", None)}
 
 
-def positions(path: Path, window: int | None = None) -> list[dict]:
-    """Every profile at every factor; with `window`, four runs of that many thick slices instead of the whole
-    scan (a short scan: the bundled sample has 16)."""
+def thick_cases(path: Path, window: int | None = None) -> Iterator[tuple[str, float, str, np.ndarray, tuple]]:
+    """(modality, factor, profile, thick slices, thick spacing) for every profile at every factor; with
+    `window`, four runs of that many thick slices instead of the whole scan (a short scan: the bundled sample
+    has 16)."""
     volume = read_volume(path)
     data, spacing = slice_profile.central_square(volume.data), volume.spacing
     modality = guess_modality(volume.data)
-    rows = []
     for factor in FACTORS:
         for kind in slice_profile.PROFILES:
             matrix = slice_profile.profile_weights(data.shape[0], factor, kind).astype(np.float32)
             whole = np.tensordot(matrix, data, axes=(1, 0))
-            starts = [0] if window is None else sorted({int(s) for s in np.linspace(0, len(whole) - window, 4)})
             if window is not None and len(whole) < window:
                 continue
+            starts = [0] if window is None else sorted({int(s) for s in np.linspace(0, len(whole) - window, 4)})
             for start in starts:
                 thick = whole if window is None else whole[start : start + window]
-                rows.append(case(path.name, modality, factor, kind, thick, (spacing[0] * factor, *spacing[1:])))
-                rows[-1]["slices"] = len(thick)
-                print(rows[-1], flush=True)
+                yield modality, factor, kind, thick, (spacing[0] * factor, *spacing[1:])
+
+
+def positions(path: Path, window: int | None = None) -> list[dict]:
+    """The estimate on every case of `thick_cases`."""
+    rows = []
+    for modality, factor, kind, thick, spacing in thick_cases(path, window):
+        rows.append(case(path.name, modality, factor, kind, thick, spacing))
+        rows[-1]["slices"] = len(thick)
+        print(rows[-1], flush=True)
     return rows
 
 

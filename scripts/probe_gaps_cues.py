@@ -17,44 +17,25 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
-from calibrate_slice_profile import FACTORS, SHORT, TESTS, TRAINING, VALIDATION
+from calibrate_slice_profile import SHORT, TESTS, TRAINING, VALIDATION, thick_cases
 from napari_cycleinr import slice_profile
-from napari_cycleinr.intensity import guess_modality
-from napari_cycleinr.io import read_volume
 from napari_cycleinr.model.checkpoint import load_model
 from napari_cycleinr.model.cycle_cue import gaps_over_average
 from napari_cycleinr.options import MR_WEIGHTS
 
 
 def cases(path: Path, group: str, models: dict, window: int | None = None) -> list[dict]:
-    volume = read_volume(path)
-    data, spacing = slice_profile.central_square(volume.data), volume.spacing
-    modality = guess_modality(volume.data)
     rows = []
-    for factor in FACTORS:
-        for kind in slice_profile.PROFILES:
-            matrix = slice_profile.profile_weights(data.shape[0], factor, kind).astype(np.float32)
-            whole = np.tensordot(matrix, data, axes=(1, 0))
-            if window is not None and len(whole) < window:
-                continue
-            starts = [0] if window is None else sorted({int(s) for s in np.linspace(0, len(whole) - window, 4)})
-            for start in starts:
-                thick = whole if window is None else whole[start : start + window]
-                thick_spacing = (spacing[0] * factor, *spacing[1:])
-                cue = gaps_over_average(thick, factor, modality, models[modality])
-                found = slice_profile.with_cycle_cue(slice_profile.estimate(thick, thick_spacing, modality), cue,
-                                                     len(thick))
-                row = {"group": group, "scan": path.name, "modality": modality, "factor": factor, "truth": kind,
-                       "slices": len(thick),
-                       "position": slice_profile.profile_position(thick, thick_spacing, modality),
-                       "shared_noise": slice_profile.shared_noise(thick, modality),
-                       "cycle": cue, "decision": found.kind, "source": found.source,
-                       "confident": found.confident}
-                rows.append({k: round(v, 4) if isinstance(v, float) and math.isfinite(v) else
-                             (None if isinstance(v, float) else v) for k, v in row.items()})
-                print(rows[-1], flush=True)
+    for modality, factor, kind, thick, spacing in thick_cases(path, window):
+        cue = gaps_over_average(thick, factor, modality, models[modality])
+        found = slice_profile.with_cycle_cue(slice_profile.estimate(thick, spacing, modality), cue, len(thick))
+        row = {"group": group, "scan": path.name, "modality": modality, "factor": factor, "truth": kind,
+               "slices": len(thick), "position": slice_profile.profile_position(thick, spacing, modality),
+               "shared_noise": slice_profile.shared_noise(thick, modality), "cycle": cue,
+               "decision": found.kind, "source": found.source, "confident": found.confident}
+        rows.append({k: (round(v, 4) if math.isfinite(v) else None) if isinstance(v, float) else v
+                     for k, v in row.items()})
+        print(rows[-1], flush=True)
     return rows
 
 

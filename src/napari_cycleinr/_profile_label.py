@@ -19,7 +19,7 @@ from napari_cycleinr._layers import layer_geometry, layer_meta, layer_to_volume
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.options import PROFILES
 from napari_cycleinr.request import Request
-from napari_cycleinr.slice_profile import SliceProfile, from_record
+from napari_cycleinr.slice_profile import CYCLE_SLICES, SliceProfile, from_record
 
 FOUND = "found from the scan"
 PROFILE_CHOICES = ((FOUND, None), *((name, name) for name in PROFILES))
@@ -41,12 +41,14 @@ def found_text(data: Any, meta: dict[str, Any], request: Request | None = None) 
 
     request = request or Request()
     try:
-        _, found = settle_profile(request, layer_to_volume(data, meta))
+        volume = layer_to_volume(data, meta)
+        _, found = settle_profile(request, volume)
     except CycleINRError as error:
         return f"slice profile: not known ({error})"
     if found is None:
         return ""
-    if found.source == "estimate" and not found.confident and request.uses_model and request.weights is None:
+    asked = request.uses_model and request.weights is None and volume.shape[0] >= CYCLE_SLICES
+    if found.source == "estimate" and not found.confident and asked:  # the run's settle_profile(ask_model=True)
         found = replace(found, fallback=f"the run asks the model (else {found.fallback})")
     return found.describe()
 

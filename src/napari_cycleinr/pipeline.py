@@ -125,8 +125,9 @@ def settle_profile(
     request: Request, volume: Volume, *, ask_model: bool = False
 ) -> tuple[Request, SliceProfile | None]:
     """The request with the scan's slice profile settled: the user's choice, else the scan's DICOM record,
-    else an estimate from the image (slice_profile.py). Only a confident estimate is acted on (a Gaussian
-    profile that both of its cues name); any other is reported, while the weights become the mixed-profile
+    else an estimate from the image (slice_profile.py), settled by the model where asked (`ask_model`). Only a
+    confident estimate is acted on (a Gaussian profile that both image cues name, or slab average or gaps
+    as the model's cycle residual says); any other is reported, while the weights become the mixed-profile
     ones (never far from the best, where a wrong specialist can fall below tricubic) and consistency and
     adaptation keep the default slab average (docs/method.md, "Which weights: the slice profile, found").
     An MR gets weights trained with MR instead:
