@@ -188,3 +188,22 @@ def test_the_line_follows_the_method_and_the_weights(viewer_and_widget, tmp_path
     assert widget._profile_found.value.endswith("the weights chosen (a checkpoint file)")
     with pytest.raises(CycleINRError, match="choose a checkpoint file"):  # a run needs the file itself
         widget._make_job()
+
+
+def test_the_line_shows_what_the_run_found_when_the_model_settled_it(viewer_and_widget, qtbot, notes):
+    """The sample's slab averages read as gaps in the image; before the run the line says the model will be
+    asked, after it what the model said, as the record and the notice do."""
+    viewer, widget = viewer_and_widget
+    thick, _ = open_samples(viewer)
+    widget._input.value = add_volume(viewer, crop(layer_to_volume(thick.data, layer_meta(thick)), 96), "sample")
+    line = found_line(widget, qtbot)
+    assert line.endswith("the run asks the model (else the mixed-profile weights)"), line
+    widget._target_kind.value = "factor"
+    widget._values.value = "4"
+    run(widget, qtbot)
+    record = record_of(viewer.layers["sample_SRx4"])
+    said = record["slice_profile"]["description"]
+    assert record["slice_profile"]["source"] == "model" and record["model"].endswith("average.safetensors")
+    assert widget._profile_found.value == said and "fits the slices best as slab averages" in said
+    assert messages(notes, "info").count(said) == 1
+    assert_no_traceback_notifications(notes)

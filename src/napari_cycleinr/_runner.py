@@ -124,6 +124,8 @@ class Outcome:
     device: str | None = None
     cancelled: bool = False
     error: str | None = None
+    slice_profile: str | None = None
+    """The profile the run settled on, and why (the widget's line shows it after the run)."""
 
 
 def execute(job: Job, report: Callable[[Update], Any], cancelled: Callable[[], bool]) -> Outcome:
@@ -157,7 +159,8 @@ def _execute(
     result = pipeline.run(request, job.volume, _Reporter(job, report, outcome), cancelled, reference=job.reference)
     outcome.outputs.extend(outputs_of(_as_run(job, result), result))
     if result.slice_profile is not None:
-        outcome.notices.append(result.slice_profile.describe())
+        outcome.slice_profile = result.slice_profile.describe()
+        outcome.notices.append(outcome.slice_profile)
     if job.reference is not None and not any(done.scores is not None for done in result.outputs):
         outcome.notices.append(reference_mismatch(job))
     total = job_total(job)

@@ -318,6 +318,8 @@ class SuperResolutionWidget(Panel):
             show_error(outcome.error)
             return
         self._pending, self._added = list(outcome.outputs), []  # added once the worker has finished
+        if outcome.slice_profile and self._profile.value is None:
+            self._profile_found.value = outcome.slice_profile  # what the run found (the model may have settled it)
 
     def _show_device(self, outcome: Outcome) -> None:
         if outcome.device:
