@@ -31,7 +31,7 @@ def central_run(data: np.ndarray, slices: int = CUE_SLICES, size: int = CUE_PIXE
 def gaps_over_average(data: np.ndarray, factor: float, modality: str, model) -> float:
     """log(mean residual under gaps / mean residual under slab average) of the model's output at `factor`;
     NaN when the block is too short or flat to tell."""
-    block = central_run(data)
+    block = central_run(data, CUE_SLICES, CUE_PIXELS)
     if block.shape[0] < 4:
         return float("nan")
     thick = intensity_map(block, modality).normalise(block)
