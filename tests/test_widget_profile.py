@@ -112,7 +112,7 @@ def test_a_nifti_scan_gets_the_mixed_profile_weights_and_says_why(viewer_and_wid
     widget._values.value = "1.5"
     run(widget, qtbot)
     record = record_of(viewer.layers[f"{layer.name}_SRx1.5"])
-    # the model, asked at x1.5, cannot settle it either (its cycle residual sits between the boundaries)
+    # the model, asked at x1.5, cannot settle it either: the mixed-profile weights answer
     said = line.replace("the run asks the model (else the mixed-profile weights)", "the mixed-profile weights")
     assert record["slice_profile"]["source"] == "estimate" and record["slice_profile"]["description"] == said
     assert record["model"].endswith("mixed.safetensors") and record["parameters"]["profile"] == "average"
