@@ -3,11 +3,11 @@ what the pipeline decides from them (docs/results.md, "Finding the slice profile
 
     PYTHONPATH=scripts python scripts/probe_gaps_cues.py [--data ../shared/data] [--table]
 
-For every case of scripts/calibrate_slice_profile.py (training scans whole; held-out scans whole and in runs
-of 16 thick slices): the image position, the shared noise, the cycle cue (model/cycle_cue.py) at the case's
+For every case of scripts/calibrate_slice_profile.py, training and held-out scans, whole and in runs of 8, 12
+and 16 thick slices: the image position, the shared noise, the cycle cue (model/cycle_cue.py) at the case's
 own factor, and the profile the pipeline settles on (slice_profile.estimate, then with_cycle_cue), confident
 or not. JSON: docs/results/gaps_cues.json; --table prints the accuracy table from it. Run from the repository
-root with ../shared/data present (about 5 minutes on 2 CPU cores).
+root with ../shared/data present (about 15 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-from calibrate_slice_profile import SHORT, TESTS, TRAINING, VALIDATION, thick_cases
+from calibrate_slice_profile import TESTS, TRAINING, VALIDATION, thick_cases
 from napari_cycleinr import slice_profile
 from napari_cycleinr.model.checkpoint import load_model
 from napari_cycleinr.model.cycle_cue import gaps_over_average
@@ -39,8 +39,11 @@ def cases(path: Path, group: str, models: dict, window: int | None = None) -> li
     return rows
 
 
-GROUPS = {"training": "training scans (calibration)", "held_out": "held-out scans",
-          "held_out_short": "held-out scans, 16-slice runs"}
+RUNS = (8, 12, 16)
+"""Short scans: runs of this many thick slices (four per scan, profile and factor)."""
+GROUPS = {"training": "training scans (calibration), whole", "held_out": "held-out scans, whole",
+          **{f"training_{n}": f"training scans, {n}-slice runs" for n in RUNS},
+          **{f"held_out_{n}": f"held-out scans, {n}-slice runs" for n in RUNS}}
 
 
 def table(rows: list[dict]) -> str:
@@ -75,8 +78,10 @@ def main() -> None:
     rows = [r for name in TRAINING for r in cases(data / name, "training", models)]
     rows += [r for name in VALIDATION for r in cases(data / name, "held_out", models)]
     rows += [r for name in TESTS for r in cases(Path(name), "held_out", models)]
-    rows += [r for name in VALIDATION for r in cases(data / name, "held_out_short", models, SHORT)]
-    rows += [r for name in TESTS for r in cases(Path(name), "held_out_short", models, SHORT)]
+    for n in RUNS:
+        rows += [r for name in TRAINING for r in cases(data / name, f"training_{n}", models, n)]
+        rows += [r for name in VALIDATION for r in cases(data / name, f"held_out_{n}", models, n)]
+        rows += [r for name in TESTS for r in cases(Path(name), f"held_out_{n}", models, n)]
     Path(args.out).write_text(json.dumps({"rows": rows}, indent=1) + "\n")
     print(table(rows))
 
