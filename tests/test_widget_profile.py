@@ -43,6 +43,12 @@ def record_of(layer) -> dict:
     return layer.metadata[KEY]["volume_metadata"]["super_resolution"]
 
 
+def run_at_factor(widget, qtbot, factor: str) -> None:
+    widget._target_kind.value = "factor"
+    widget._values.value = factor
+    run(widget, qtbot)
+
+
 def found_line(widget, qtbot) -> str:
     qtbot.waitUntil(lambda: not widget._profile_label.finding, timeout=FINDING_TIMEOUT_MS)
     return widget._profile_found.value
@@ -108,9 +114,7 @@ def test_a_nifti_scan_gets_the_mixed_profile_weights_and_says_why(viewer_and_wid
     widget._input.value = layer
     line = found_line(widget, qtbot)
     assert line.startswith("slice profile: not known (the image suggests"), line
-    widget._target_kind.value = "factor"
-    widget._values.value = "1.5"
-    run(widget, qtbot)
+    run_at_factor(widget, qtbot, "1.5")
     record = record_of(viewer.layers[f"{layer.name}_SRx1.5"])
     # the model, asked at x1.5, cannot settle it either: the mixed-profile weights answer
     said = line.replace("the run asks the model (else the mixed-profile weights)", "the mixed-profile weights")
@@ -132,9 +136,7 @@ def test_smooth_overlapping_slices_are_told_and_get_the_gaussian_weights(viewer_
     widget._input.value = open_with_plugin(viewer, path)
     line = found_line(widget, qtbot)
     assert line.startswith("slice profile: Gaussian, estimated from the image: smooth along z"), line
-    widget._target_kind.value = "factor"
-    widget._values.value = "2"
-    run(widget, qtbot)
+    run_at_factor(widget, qtbot, "2")
     record = record_of(viewer.layers["smooth_SRx2"])
     assert record["slice_profile"]["description"] == line and record["model"].endswith("gaussian.safetensors")
     assert_no_traceback_notifications(notes)
@@ -198,9 +200,7 @@ def test_the_line_shows_what_the_run_found_when_the_model_settled_it(viewer_and_
     widget._input.value = add_volume(viewer, crop(layer_to_volume(thick.data, layer_meta(thick)), 96), "sample")
     line = found_line(widget, qtbot)
     assert line.endswith("the run asks the model (else the mixed-profile weights)"), line
-    widget._target_kind.value = "factor"
-    widget._values.value = "4"
-    run(widget, qtbot)
+    run_at_factor(widget, qtbot, "4")
     record = record_of(viewer.layers["sample_SRx4"])
     said = record["slice_profile"]["description"]
     assert record["slice_profile"]["source"] == "model" and record["model"].endswith("average.safetensors")
