@@ -19,7 +19,7 @@ from napari_cycleinr._layers import layer_geometry, layer_meta, layer_to_volume
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.options import PROFILES
 from napari_cycleinr.request import Request
-from napari_cycleinr.slice_profile import CYCLE_SLICES, SliceProfile, from_record
+from napari_cycleinr.slice_profile import SliceProfile, from_record
 
 FOUND = "found from the scan"
 PROFILE_CHOICES = ((FOUND, None), *((name, name) for name in PROFILES))
@@ -37,7 +37,7 @@ def chosen_text(profile: str) -> str:
 def found_text(data: Any, meta: dict[str, Any], request: Request | None = None) -> str:
     """What the pipeline will find for this layer (the DICOM record, else the image's estimate) when it runs
     `request` (its method, weights and steps: an interpolation with neither step needs no profile)."""
-    from napari_cycleinr.pipeline import settle_profile
+    from napari_cycleinr.pipeline import model_settles, settle_profile
 
     request = request or Request()
     try:
@@ -47,8 +47,7 @@ def found_text(data: Any, meta: dict[str, Any], request: Request | None = None) 
         return f"slice profile: not known ({error})"
     if found is None:
         return ""
-    asked = request.uses_model and request.weights is None and volume.shape[0] >= CYCLE_SLICES
-    if found.source == "estimate" and not found.confident and asked:  # the run's settle_profile(ask_model=True)
+    if model_settles(request, volume, found):  # the run's settle_profile(ask_model=True) will
         found = replace(found, fallback=f"the run asks the model (else {found.fallback})")
     return found.describe()
 

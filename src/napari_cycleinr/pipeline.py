@@ -145,7 +145,7 @@ def settle_profile(
         return request, None
     modality = _modality(request, volume)
     found = find_profile(volume.data, volume.spacing, modality, volume.metadata)
-    if ask_model and not found.confident and request.weights is None and request.uses_model:
+    if ask_model and model_settles(request, volume, found):
         found = _ask_model(found, request, volume, modality)
     if not found.confident:
         changes: dict[str, Any] = {"profile": DEFAULT_PROFILE, "profile_source": "default"}
@@ -162,6 +162,14 @@ def settle_profile(
     if modality == "MR" and request.weights is None and request.uses_model:
         changes["weights"] = MR_PROFILE_WEIGHTS[found.kind]
     return replace(request, **changes), found
+
+
+def model_settles(request: Request, volume: Volume, found: SliceProfile) -> bool:
+    """Whether a run asks the fallback weights to settle this finding: the bundled model answers and the cue
+    applies (slice_profile.cycle_cue_applies). The widget's line says so before the run."""
+    from napari_cycleinr.slice_profile import cycle_cue_applies
+
+    return request.uses_model and request.weights is None and cycle_cue_applies(found, volume.shape[0])
 
 
 def _ask_model(found: SliceProfile, request: Request, volume: Volume, modality: str) -> SliceProfile:

@@ -125,7 +125,8 @@ class SliceProfile:
     def to_record(self) -> dict[str, object]:
         return {"kind": self.kind, "thickness_over_spacing": round(self.thickness, 4), "source": self.source,
                 "confidence": None if self.confidence is None else round(self.confidence, 3),
-                "description": self.describe(), **({"cues": self.detail} if self.source in ("estimate", "model") else {})}
+                "description": self.describe(),
+                **({"cues": self.detail} if self.source in ("estimate", "model") else {})}
 
 
 RIDGE = 1e-9
@@ -299,11 +300,16 @@ gaps, which costs at most 0.75 dB against the mixed-profile weights and stays ab
 gains 0.1-0.5 dB."""
 
 
+def cycle_cue_applies(found: SliceProfile, slices: int) -> bool:
+    """Whether the model's cycle cue may settle this finding: an unsure image estimate of CYCLE_SLICES or more."""
+    return not found.confident and found.source == "estimate" and slices >= CYCLE_SLICES
+
+
 def with_cycle_cue(found: SliceProfile, cue: float, slices: int) -> SliceProfile:
     """The image estimate, settled by the fallback model's cycle cue where the image cannot tell slab average
     from gaps: a slab average when the cue says so, gaps when the cue and the position both do; unchanged
     otherwise (docs/method.md, "Which weights: the slice profile, found")."""
-    if found.confident or found.source != "estimate" or slices < CYCLE_SLICES or not math.isfinite(cue):
+    if not cycle_cue_applies(found, slices) or not math.isfinite(cue):
         return found
     said = f"cycle residual gaps / slab average {math.exp(cue):.2f}"
     detail = f"{found.detail}, {said}" if found.detail else said
