@@ -156,17 +156,23 @@ def test_the_modality_is_settled_once_for_weights_and_intensities():
     assert record["modality"] == "MR" and record["model"].endswith("mr.safetensors")
 
 
-@pytest.mark.parametrize(("truth", "sign"), [("average", 1.0), ("skip", -1.0)])
-def test_the_fallback_weights_cycle_residual_tells_slab_average_from_gaps(truth, sign):
-    """The bundled mixed-profile weights, degraded back, fit slab averages best as slab averages and skipped
-    slices best as gaps (model/cycle_cue.py), on a held-out crop at x4 (10 thick slices)."""
+@pytest.mark.parametrize("truth", ["average", "skip", "gaussian"])
+def test_the_fallback_weights_cycle_residuals_tell_the_profile(truth):
+    """The bundled mixed-profile weights, degraded back, fit slab averages best as slab averages, skipped
+    slices as gaps and Gaussian slices better as a Gaussian profile than as gaps (model/cycle_cue.py), on a
+    held-out crop at x4 (10 thick slices, too few for the image's own Gaussian call)."""
     from napari_cycleinr.model.checkpoint import load_model
-    from napari_cycleinr.model.cycle_cue import gaps_over_average
+    from napari_cycleinr.model.cycle_cue import cycle_cues
+    from napari_cycleinr.slice_profile import estimate, with_cycle_cue
 
     thin = read_volume(DATA / "ct_lidc0002_crop_128x128x40_1p25mm.nii.gz").data.astype(np.float32)
     thick = np.tensordot(profile_weights(len(thin), 4.0, truth).astype(np.float32), thin, axes=(1, 0))
-    cue = gaps_over_average(thick, 4.0, "CT", load_model("mixed"))
-    assert sign * cue > 0.1, cue
+    cues = cycle_cues(thick, 4.0, "CT", load_model("mixed"))
+    gaps_sign = -1.0 if truth == "skip" else 1.0
+    assert gaps_sign * cues.gaps_over_average > 0.1, cues
+    assert (cues.gaussian_over_gaps < -0.1) == (truth == "gaussian"), cues
+    found = with_cycle_cue(estimate(thick, (5.0, 1.25, 1.25), "CT"), cues, len(thick))
+    assert (found.kind, found.source) == (truth, "model")
 
 
 def test_slab_averages_the_image_reads_as_gaps_get_the_average_weights():

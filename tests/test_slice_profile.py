@@ -130,27 +130,32 @@ def _unsure(kind: str = "skip", position: float | None = 1.1) -> slice_profile.S
 
 
 @pytest.mark.parametrize(
-    ("cue", "position", "slices", "kind", "source"),
+    ("gaps", "gaussian", "position", "slices", "kind", "source"),
     [
-        (0.2, 1.1, 16, "average", "model"),  # the model's answer fits slab averages: gaps in the image overruled
-        (-0.5, 1.1, 16, "skip", "model"),  # gaps on both cues
-        (-0.5, 0.7, 16, "skip", "estimate"),  # the model says gaps but the image reads smooth: not acted on
-        (-0.5, None, 16, "skip", "estimate"),  # no position (a phantom): gaps are never taken
-        (0.0, 1.1, 16, "skip", "estimate"),  # between the boundaries: not trusted
-        (0.2, 1.1, 6, "skip", "estimate"),  # too few slices
-        (float("nan"), 1.1, 16, "skip", "estimate"),
+        (0.2, 0.5, 1.1, 16, "average", "model"),  # the model's answer fits slab averages: gaps in the image overruled
+        (0.2, -0.3, 1.1, 16, "gaussian", "model"),  # ... and a Gaussian profile better still than gaps
+        (0.2, -0.05, 1.1, 16, "average", "model"),  # not by enough: a slab average
+        (-0.5, 1.0, 1.1, 16, "skip", "model"),  # gaps on both cues
+        (-0.5, -0.3, 1.1, 16, "skip", "model"),  # on the gaps side a Gaussian residual is not asked
+        (-0.5, 1.0, 0.7, 16, "skip", "estimate"),  # the model says gaps but the image reads smooth: not acted on
+        (-0.5, 1.0, None, 16, "skip", "estimate"),  # no position (a phantom): gaps are never taken
+        (0.0, -0.3, 1.1, 16, "skip", "estimate"),  # between the boundaries: not trusted
+        (0.2, -0.3, 1.1, 6, "skip", "estimate"),  # too few slices
+        (float("nan"), float("nan"), 1.1, 16, "skip", "estimate"),
     ],
 )
-def test_the_cycle_cue_settles_slab_average_against_gaps(cue, position, slices, kind, source):
-    found = slice_profile.with_cycle_cue(_unsure(position=position), cue, slices)
+def test_the_cycle_cues_settle_what_the_image_cannot(gaps, gaussian, position, slices, kind, source):
+    cues = slice_profile.CycleCues(gaps, gaussian)
+    found = slice_profile.with_cycle_cue(_unsure(position=position), cues, slices)
     assert (found.kind, found.source, found.confident) == (kind, source, source == "model")
     if source == "model":
         assert "fits the slices best as" in found.describe() and found.to_record()["source"] == "model"
         assert "cycle residual gaps / slab average" in found.to_record()["cues"]
+        assert "Gaussian / gaps" in found.to_record()["cues"]
 
 
 def test_the_cycle_cue_never_overrules_a_confident_or_recorded_profile():
     sure = slice_profile.SliceProfile("gaussian", 1.1, "estimate", 1.0, "")
-    assert slice_profile.with_cycle_cue(sure, -1.0, 40) is sure
+    assert slice_profile.with_cycle_cue(sure, slice_profile.CycleCues(-1.0, 1.0), 40) is sure
     recorded = slice_profile.from_record({"slice_thickness_mm": 1.0, "slice_spacing_mm": 5.0})
-    assert slice_profile.with_cycle_cue(recorded, 1.0, 40) is recorded
+    assert slice_profile.with_cycle_cue(recorded, slice_profile.CycleCues(1.0, -1.0), 40) is recorded

@@ -173,15 +173,15 @@ def model_settles(request: Request, volume: Volume, found: SliceProfile) -> bool
 
 
 def _ask_model(found: SliceProfile, request: Request, volume: Volume, modality: str) -> SliceProfile:
-    """The estimate settled by the cycle residual of the weights that would answer otherwise, at the factor
+    """The estimate settled by the cycle residuals of the weights that would answer otherwise, at the factor
     of the first output grid (slice_profile.with_cycle_cue)."""
     from napari_cycleinr.model.checkpoint import load_model
-    from napari_cycleinr.model.cycle_cue import gaps_over_average
+    from napari_cycleinr.model.cycle_cue import cycle_cues
     from napari_cycleinr.slice_profile import with_cycle_cue
 
     fallback = load_model(MR_WEIGHTS if modality == "MR" else "mixed")
-    cue = gaps_over_average(volume.data, request.targets[0].factor, modality, fallback)
-    return with_cycle_cue(found, cue, volume.shape[0])
+    cues = cycle_cues(volume.data, request.targets[0].factor, modality, fallback)
+    return with_cycle_cue(found, cues, volume.shape[0])
 
 
 def _modality(request: Request, volume: Volume) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -284,6 +285,17 @@ def estimate(data: np.ndarray, spacing: tuple[float, float, float], modality: st
                         position=position)
 
 
+class CycleCues(NamedTuple):
+    """The fallback model's cycle cues (model/cycle_cue.py)."""
+
+    gaps_over_average: float
+    """log(mean residual under gaps / under slab average): > 0 where the answer is a slab average's."""
+    gaussian_over_gaps: float
+    """log(mean residual under a Gaussian profile (FWHM = spacing) / under gaps): < 0 for Gaussian slices."""
+
+
+NOT_TOLD = CycleCues(float("nan"), float("nan"))
+
 CYCLE_AVERAGE_ABOVE = 0.03
 CYCLE_GAPS_BELOW = -0.10
 """Boundaries on the fallback model's cycle cue (model/cycle_cue.py: log of its residual under gaps over that
@@ -293,6 +305,11 @@ under slab average, > 0 where its answer is a slab average's). On the training s
 CYCLE_GAPS_POSITION_ABOVE = 0.80
 """Gaps need the image's position too (above this: not smooth along z), which keeps that resampled CT's slab
 averages (positions 0.55-0.71) from being read as gaps; every training gap read above it but one (0.69, x2.5)."""
+CYCLE_GAUSSIAN_BELOW = -0.10
+"""On the slab-average side, a Gaussian profile where the model's residual under one is this far below that
+under gaps (log ratio): no slab average or gap of the held-out scans read below it, whole or in runs of 8
+slices, 3 of 96 training CT runs did (the head CT whose slab averages the image reads as Gaussian too); 12 of
+36 held-out CT and 8 of 13 MR Gaussian 8-slice runs did (docs/results/gaps_cues.json)."""
 CYCLE_SLICES = 8
 """Fewer thick slices than this leave the cue to chance (runs of 6: 7 of 52 training CT calls wrong). Runs of
 8-16 are measured (docs/results/gaps_cues.json): a few calls in a hundred wrong, a slab average mostly read as
@@ -305,20 +322,26 @@ def cycle_cue_applies(found: SliceProfile, slices: int) -> bool:
     return not found.confident and found.source == "estimate" and slices >= CYCLE_SLICES
 
 
-def with_cycle_cue(found: SliceProfile, cue: float, slices: int) -> SliceProfile:
-    """The image estimate, settled by the fallback model's cycle cue where the image cannot tell slab average
-    from gaps: a slab average when the cue says so, gaps when the cue and the position both do; unchanged
-    otherwise (docs/method.md, "Which weights: the slice profile, found")."""
-    if not cycle_cue_applies(found, slices) or not math.isfinite(cue):
+def with_cycle_cue(found: SliceProfile, cue: CycleCues, slices: int) -> SliceProfile:
+    """The image estimate, settled by the fallback model's cycle cues where the image is not sure: on the
+    slab-average side a Gaussian profile when its residual says so, else a slab average; gaps when the cue and
+    the position both say so; unchanged otherwise (docs/method.md, "Which weights: the slice profile, found")."""
+    if not cycle_cue_applies(found, slices) or not math.isfinite(cue.gaps_over_average):
         return found
-    said = f"cycle residual gaps / slab average {math.exp(cue):.2f}"
+    said = f"cycle residual gaps / slab average {math.exp(cue.gaps_over_average):.2f}"
+    if math.isfinite(cue.gaussian_over_gaps):
+        said += f", Gaussian / gaps {math.exp(cue.gaussian_over_gaps):.2f}"
     detail = f"{found.detail}, {said}" if found.detail else said
-    if cue > CYCLE_AVERAGE_ABOVE:
-        confidence = min(1.0, 0.5 + (cue - CYCLE_AVERAGE_ABOVE) / 0.2)
+    gaps, gaussian = cue
+    if gaps > CYCLE_AVERAGE_ABOVE and gaussian < CYCLE_GAUSSIAN_BELOW:
+        confidence = min(1.0, 0.5 + (CYCLE_GAUSSIAN_BELOW - gaussian) / 0.2)
+        return SliceProfile("gaussian", 1.0, "model", confidence, detail, found.fallback, found.position)
+    if gaps > CYCLE_AVERAGE_ABOVE:
+        confidence = min(1.0, 0.5 + (gaps - CYCLE_AVERAGE_ABOVE) / 0.2)
         return SliceProfile("average", 1.0, "model", confidence, detail, found.fallback, found.position)
     position = found.position
-    if cue < CYCLE_GAPS_BELOW and position is not None and position > CYCLE_GAPS_POSITION_ABOVE:
-        margin = min((CYCLE_GAPS_BELOW - cue) / 0.2, (position - CYCLE_GAPS_POSITION_ABOVE) / 0.2)
+    if gaps < CYCLE_GAPS_BELOW and position is not None and position > CYCLE_GAPS_POSITION_ABOVE:
+        margin = min((CYCLE_GAPS_BELOW - gaps) / 0.2, (position - CYCLE_GAPS_POSITION_ABOVE) / 0.2)
         confidence = min(1.0, 0.5 + margin)
         return SliceProfile("skip", _SIMULATED_GAP, "model", confidence, detail, found.fallback, position)
     return replace(found, detail=detail)
