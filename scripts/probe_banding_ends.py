@@ -59,6 +59,16 @@ def kept_per_class(output: np.ndarray, reference: np.ndarray, classes: np.ndarra
     return kept
 
 
+def scores(output: np.ndarray, reference: np.ndarray, factor: float, modality: str, scored: bool = True) -> dict:
+    """PSNR (unless not `scored`), banding whole and without the end half-slabs, and the change kept per class."""
+    threshold, window = body_level(reference, modality), metric_window(reference, modality)
+    classes = slab_pair_classes(reference.shape[0], factor)
+    return {"psnr": round(psnr(reference, output, window), 3) if scored else None,
+            "banding": round(banding(output, factor, modality, threshold), 3),
+            "without_end_half_slabs": round(banding(output, factor, modality, threshold, pairs=classes != 3), 3),
+            "kept": kept_per_class(output, reference, classes, threshold)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data")
@@ -78,21 +88,14 @@ def main() -> None:
     for scan, modality, volume in probe_scans(Path(args.data)):
         for factor in (4, 5):
             thick, reference, positions, intensities = simulate_thick(volume, factor, "average", modality)
-            threshold, window = body_level(reference, modality), metric_window(reference, modality)
-            classes = slab_pair_classes(reference.shape[0], factor)
             outputs = {"thin reference": reference,
                        "tricubic": intensities.denormalise(predict("tricubic", thick, positions, 1 / factor))}
             for method, model in models[modality].items():
                 output = predict("cycleinr", thick, positions, 1 / factor, model=model)
                 outputs[method] = intensities.denormalise(output)
             for method, output in outputs.items():
-                scored = method != "thin reference"
                 rows.append({"scan": scan, "factor": factor, "method": method,
-                             "psnr": round(psnr(reference, output, window), 3) if scored else None,
-                             "banding": round(banding(output, factor, modality, threshold), 3),
-                             "without_end_half_slabs": round(banding(output, factor, modality, threshold,
-                                                                        pairs=classes != 3), 3),
-                             "kept": kept_per_class(output, reference, classes, threshold)})
+                             **scores(output, reference, factor, modality, scored=method != "thin reference")})
                 print(rows[-1], flush=True)
     Path(args.out).write_text(json.dumps({"weights": WEIGHTS, "rows": rows}, indent=1) + "\n")
     print(table(rows))

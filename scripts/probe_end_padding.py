@@ -16,14 +16,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from probe_banding_ends import kept_per_class, probe_scans
+from probe_banding_ends import probe_scans, scores
 from probe_texture import WEIGHTS
 
 from napari_cycleinr.model.checkpoint import load_model
-from napari_cycleinr.model.evaluate import metric_window, simulate_thick
+from napari_cycleinr.model.evaluate import simulate_thick
 from napari_cycleinr.model.infer import predict
-from napari_cycleinr.model.metrics import banding, psnr, slab_pair_classes
-from napari_cycleinr.texture import body_level
 
 PADDINGS = ("none", "reflect", "linear", "half")
 REACH = {"reflect": None, "linear": 1.0, "half": 0.5}
@@ -52,19 +50,13 @@ def main() -> None:
     for scan, modality, volume in probe_scans(Path(args.data)):
         for factor in (4, 5):
             thick, reference, positions, intensities = simulate_thick(volume, factor, "average", modality)
-            threshold, window = body_level(reference, modality), metric_window(reference, modality)
-            classes = slab_pair_classes(reference.shape[0], factor)
             for how in PADDINGS:
                 shift = 0 if how == "none" else 1
                 output = predict("cycleinr", padded(np.asarray(thick), how), positions + shift, 1 / factor,
                                  model=models[modality])
                 output = intensities.denormalise(output)
                 rows.append({"scan": scan, "factor": factor, "padding": how,
-                             "psnr": round(psnr(reference, output, window), 3),
-                             "banding": round(banding(output, factor, modality, threshold), 3),
-                             "without_end_half_slabs": round(banding(output, factor, modality, threshold,
-                                                                        pairs=classes != 3), 3),
-                             "kept": kept_per_class(output, reference, classes, threshold)})
+                             **scores(output, reference, factor, modality)})
                 print(rows[-1], flush=True)
     Path(args.out).write_text(json.dumps({"weights": WEIGHTS, "rows": rows}, indent=1) + "\n")
 
