@@ -1,0 +1,75 @@
+"""Ship the `average` weights fine-tuned with the root-mean-square fit (issue #21: the CT PSNR the banding loss
+had cost, won back; docs/results.md, "Lines at the slab period").
+
+    cycleinr train --config configs/experiment_rmse_average.toml --out runs/exp_rmse_average
+    python scripts/make_rmse_average.py --export runs/exp_rmse_average
+    cycleinr train --config configs/experiment_rmse_average_800.toml --out runs/exp_rmse_average_800
+    python scripts/make_rmse_average.py --export runs/exp_rmse_average_800
+    cycleinr train --config configs/experiment_rmse_average_1200.toml --out runs/exp_rmse_average_1200
+    python scripts/make_rmse_average.py --ship runs/exp_rmse_average_1200
+
+Three stages of 400 steps, each from the one before's final weight average (`--export` writes it to the run's
+final.safetensors, which the next config starts from); `--ship` writes the last one into the package as
+`average`, its header keeping the earlier weights' record under `earlier`. Run from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from make_banding_weights import final_average
+from make_mr_weights import clean_train_config, ship
+
+from napari_cycleinr.model.checkpoint import load_model, load_resume_state, save_model
+
+STAGES = ("configs/experiment_rmse_average.toml", "configs/experiment_rmse_average_800.toml",
+          "configs/experiment_rmse_average_1200.toml")
+
+
+def export(run: Path) -> Path:
+    model = final_average(load_resume_state(run / "state.pt"), load_model("average"))
+    path = run / "final.safetensors"
+    save_model(model, path, {"note": f"the final weight average of {run.name}"})
+    print("wrote", path)
+    return path
+
+
+def shipped(run: Path) -> None:
+    earlier = load_model("average")
+    if STAGES[0] in json.dumps(earlier.info):
+        raise SystemExit("the bundled `average` already holds this fine-tune; bring back the earlier one first "
+                         "(git checkout COMMIT -- src/napari_cycleinr/weights)")
+    state = load_resume_state(run / "state.pt")
+    model = final_average(state, earlier)
+    history = json.loads((run / "history.json").read_text())
+    validation = [entry for entry in history if "psnr" in entry]
+    info = {
+        "train_config": clean_train_config(json.loads((run / "train_config.json").read_text())),
+        "step": int(state["step"]),
+        "validation": validation[-1] if validation else None,
+        "history": "the earlier bundled `average` + 3 x 400 steps with the root-mean-square fit and the loss on "
+                   f"slab-period banding ({', '.join(STAGES)})",
+        "earlier": earlier.info,
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        save_model(model, Path(folder) / "average.safetensors", info)
+        ship(Path(folder), ["average"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--export", type=Path, help="a finished stage's run folder: write its final.safetensors")
+    group.add_argument("--ship", type=Path, help="the last stage's run folder: write it into the package")
+    args = parser.parse_args()
+    if args.export:
+        export(args.export)
+    else:
+        shipped(args.ship)
+
+
+if __name__ == "__main__":
+    main()
