@@ -132,12 +132,12 @@ def _unsure(kind: str = "skip", position: float | None = 1.1) -> slice_profile.S
 @pytest.mark.parametrize(
     ("gaps", "gaussian", "position", "slices", "kind", "source"),
     [
-        (0.2, 0.5, 1.1, 16, "average", "model"),  # the model's answer fits slab averages: gaps in the image overruled
+        (0.2, 0.5, 1.1, 16, "average", "model"),  # the answer fits slab averages: the image's gaps overruled
         (0.2, -0.3, 1.1, 16, "gaussian", "model"),  # ... and a Gaussian profile better still than gaps
         (0.2, -0.05, 1.1, 16, "average", "model"),  # not by enough: a slab average
         (-0.5, 1.0, 1.1, 16, "skip", "model"),  # gaps on both cues
         (-0.5, -0.3, 1.1, 16, "skip", "model"),  # on the gaps side a Gaussian residual is not asked
-        (-0.5, 1.0, 0.7, 16, "skip", "estimate"),  # the model says gaps but the image reads smooth: not acted on
+        (-0.5, 1.0, 0.7, 16, "skip", "estimate"),  # the model says gaps, the image reads smooth: not acted on
         (-0.5, 1.0, None, 16, "skip", "estimate"),  # no position (a phantom): gaps are never taken
         (0.0, -0.3, 1.1, 16, "skip", "estimate"),  # between the boundaries: not trusted
         (0.2, -0.3, 1.1, 6, "skip", "estimate"),  # too few slices
