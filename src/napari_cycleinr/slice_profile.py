@@ -313,8 +313,8 @@ slices, 3 of 96 training CT runs did (the head CT whose slab averages the image 
 CYCLE_SLICES = 8
 """Fewer thick slices than this leave the cue to chance (runs of 6: 7 of 52 training CT calls wrong). Runs of
 8-16 are measured (docs/results/gaps_cues.json): a few calls in a hundred wrong, a slab average mostly read as
-gaps, which costs at most 0.59 dB against the mixed-profile weights (gaps read as a slab average: 1.03 dB), both
-above tricubic, where a right call gains 0.1-0.5 dB."""
+gaps, which costs at most 0.59 dB against the mixed-profile weights (gaps read as a slab average, seen only at
+x2.5-x4: up to 0.6 dB, still above tricubic), where a right call gains 0.1-0.5 dB."""
 
 
 def cycle_cue_applies(found: SliceProfile, slices: int) -> bool:
