@@ -34,6 +34,11 @@ SHORT = 16
 TRUTH = {"skip": ("skip", None), "average": ("average", None), "gaussian": ("gaussian", None)}
 
 
+def run_starts(slices: int, window: int) -> list[int]:
+    """Where the four runs of `window` thick slices of a scan of `slices` begin (evenly spread, deduplicated)."""
+    return sorted({int(s) for s in np.linspace(0, slices - window, 4)})
+
+
 def thick_cases(path: Path, window: int | None = None) -> Iterator[tuple[str, float, str, np.ndarray, tuple]]:
     """(modality, factor, profile, thick slices, thick spacing) for every profile at every factor; with
     `window`, four runs of that many thick slices instead of the whole scan (a short scan: the bundled sample
@@ -47,7 +52,7 @@ def thick_cases(path: Path, window: int | None = None) -> Iterator[tuple[str, fl
             whole = np.tensordot(matrix, data, axes=(1, 0))
             if window is not None and len(whole) < window:
                 continue
-            starts = [0] if window is None else sorted({int(s) for s in np.linspace(0, len(whole) - window, 4)})
+            starts = [0] if window is None else run_starts(len(whole), window)
             for start in starts:
                 thick = whole if window is None else whole[start : start + window]
                 yield modality, factor, kind, thick, (spacing[0] * factor, *spacing[1:])

@@ -38,22 +38,23 @@ def final_average(state: dict, like: CycleINR) -> CycleINR:
     return model
 
 
-def tuned_model(run: Path, earlier: CycleINR) -> CycleINR:
-    """The run's final weight average, with the run's record and the earlier weights' record."""
-    record = f"configs/{run.name}.toml"
+def tuned_model(run: Path, earlier: CycleINR, record: str | None = None, history: str | None = None) -> CycleINR:
+    """The run's final weight average, with the run's record and the earlier weights' record. `record`: the
+    config that names this fine-tune (default configs/<run>.toml); `history`: how the weights came about."""
+    record = record or f"configs/{run.name}.toml"
     if record in json.dumps(earlier.info):
         raise SystemExit(f"the bundled weights already hold this fine-tune ({record}); bring back the earlier ones "
                          "first (git checkout COMMIT -- src/napari_cycleinr/weights)")
     state = load_resume_state(run / "state.pt")
     model = final_average(state, earlier)
-    history = json.loads((run / "history.json").read_text())
-    validation = [entry for entry in history if "psnr" in entry]
+    log = json.loads((run / "history.json").read_text())
+    validation = [entry for entry in log if "psnr" in entry]
     model.info = {
         "train_config": clean_train_config(json.loads((run / "train_config.json").read_text())),
         "step": int(state["step"]),
         "validation": validation[-1] if validation else None,
-        "history": f"the earlier bundled weights + {int(state['step'])} steps with the loss on slab-period banding "
-                   f"({record})",
+        "history": history or f"the earlier bundled weights + {int(state['step'])} steps with the loss on "
+                              f"slab-period banding ({record})",
         "earlier": earlier.info,
     }
     return model

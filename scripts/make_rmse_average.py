@@ -16,12 +16,11 @@ final.safetensors, which the next config starts from); `--ship` writes the last 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
-from make_banding_weights import final_average
-from make_mr_weights import clean_train_config, ship
+from make_banding_weights import final_average, tuned_model
+from make_mr_weights import ship
 
 from napari_cycleinr.model.checkpoint import load_model, load_resume_state, save_model
 
@@ -38,24 +37,11 @@ def export(run: Path) -> Path:
 
 
 def shipped(run: Path) -> None:
-    earlier = load_model("average")
-    if STAGES[0] in json.dumps(earlier.info):
-        raise SystemExit("the bundled `average` already holds this fine-tune; bring back the earlier one first "
-                         "(git checkout COMMIT -- src/napari_cycleinr/weights)")
-    state = load_resume_state(run / "state.pt")
-    model = final_average(state, earlier)
-    history = json.loads((run / "history.json").read_text())
-    validation = [entry for entry in history if "psnr" in entry]
-    info = {
-        "train_config": clean_train_config(json.loads((run / "train_config.json").read_text())),
-        "step": int(state["step"]),
-        "validation": validation[-1] if validation else None,
-        "history": "the earlier bundled `average` + 3 x 400 steps with the root-mean-square fit and the loss on "
-                   f"slab-period banding ({', '.join(STAGES)})",
-        "earlier": earlier.info,
-    }
+    history = ("the earlier bundled `average` + 3 x 400 steps with the root-mean-square fit and the loss on "
+               f"slab-period banding ({', '.join(STAGES)})")
+    model = tuned_model(run, load_model("average"), record=STAGES[0], history=history)
     with tempfile.TemporaryDirectory() as folder:
-        save_model(model, Path(folder) / "average.safetensors", info)
+        save_model(model, Path(folder) / "average.safetensors", model.info)
         ship(Path(folder), ["average"])
 
 

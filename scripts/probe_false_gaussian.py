@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from calibrate_slice_profile import run_starts
 
 from napari_cycleinr import slice_profile
 from napari_cycleinr.intensity import intensity_map
@@ -37,7 +38,7 @@ def main() -> None:
     data = slice_profile.central_square(read_volume(Path(args.data) / SCAN).data)
     matrix = slice_profile.profile_weights(data.shape[0], FACTOR, "average").astype(np.float32)
     whole = np.tensordot(matrix, data, axes=(1, 0))
-    starts = sorted({int(s) for s in np.linspace(0, len(whole) - RUN, 4)})  # as calibrate_slice_profile's runs
+    starts = run_starts(len(whole), RUN)
     models = {name: load_model(name) for name in ("mr", "average_mr", "gaussian_mr")}
     for start, case in zip(starts, cases):
         thick = whole[start : start + RUN]

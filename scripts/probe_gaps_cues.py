@@ -6,8 +6,9 @@ and what the pipeline decides from them (docs/results.md, "Finding the slice pro
 For every case of scripts/calibrate_slice_profile.py, training and held-out scans, whole and in runs of 8, 12
 and 16 thick slices: the image position, the shared noise, the cycle cue (model/cycle_cue.py) at the case's
 own factor (both: gaps / slab average, Gaussian / gaps), and the profile the pipeline settles on
-(slice_profile.estimate, then with_cycle_cue), confident or not. JSON: docs/results/gaps_cues.json; --table prints the accuracy table from it. Run from the repository
-root with ../shared/data present (about 15 minutes on 2 CPU cores).
+(slice_profile.estimate, then with_cycle_cue), confident or not. JSON: docs/results/gaps_cues.json; --table
+prints the accuracy table from it. Run from the repository root with ../shared/data present (about 15
+minutes on 2 CPU cores).
 """
 
 from __future__ import annotations

@@ -328,15 +328,15 @@ def with_cycle_cue(found: SliceProfile, cue: CycleCues, slices: int) -> SlicePro
     the position both say so; unchanged otherwise (docs/method.md, "Which weights: the slice profile, found")."""
     if not cycle_cue_applies(found, slices) or not math.isfinite(cue.gaps_over_average):
         return found
-    said = f"cycle residual gaps / slab average {math.exp(cue.gaps_over_average):.2f}"
-    if math.isfinite(cue.gaussian_over_gaps):
-        said += f", Gaussian / gaps {math.exp(cue.gaussian_over_gaps):.2f}"
-    detail = f"{found.detail}, {said}" if found.detail else said
     gaps, gaussian = cue
-    if gaps > CYCLE_AVERAGE_ABOVE and gaussian < CYCLE_GAUSSIAN_BELOW:
-        confidence = min(1.0, 0.5 + (CYCLE_GAUSSIAN_BELOW - gaussian) / 0.2)
-        return SliceProfile("gaussian", 1.0, "model", confidence, detail, found.fallback, found.position)
-    if gaps > CYCLE_AVERAGE_ABOVE:
+    said = f"cycle residual gaps / slab average {math.exp(gaps):.2f}"
+    if math.isfinite(gaussian):
+        said += f", Gaussian / gaps {math.exp(gaussian):.2f}"
+    detail = f"{found.detail}, {said}" if found.detail else said
+    if gaps > CYCLE_AVERAGE_ABOVE:  # the slab-average side: a slab average, or a Gaussian profile
+        if gaussian < CYCLE_GAUSSIAN_BELOW:
+            confidence = min(1.0, 0.5 + (CYCLE_GAUSSIAN_BELOW - gaussian) / 0.2)
+            return SliceProfile("gaussian", 1.0, "model", confidence, detail, found.fallback, found.position)
         confidence = min(1.0, 0.5 + (gaps - CYCLE_AVERAGE_ABOVE) / 0.2)
         return SliceProfile("average", 1.0, "model", confidence, detail, found.fallback, found.position)
     position = found.position
