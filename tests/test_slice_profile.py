@@ -140,7 +140,9 @@ def _unsure(kind: str = "skip", position: float | None = 1.1) -> slice_profile.S
         (-0.5, 1.0, 0.7, 16, "skip", "estimate"),  # the model says gaps, the image reads smooth: not acted on
         (-0.5, 1.0, None, 16, "skip", "estimate"),  # no position (a phantom): gaps are never taken
         (0.0, -0.3, 1.1, 16, "skip", "estimate"),  # between the boundaries: not trusted
-        (0.2, -0.3, 1.1, 6, "skip", "estimate"),  # too few slices
+        (0.2, -0.3, 1.1, 6, "average", "model"),  # a short scan: a slab average, never Gaussian
+        (-0.5, 1.0, 1.1, 4, "skip", "model"),  # gaps, from 4 thick slices
+        (0.2, 0.5, 1.1, 3, "skip", "estimate"),  # too few slices
         (float("nan"), float("nan"), 1.1, 16, "skip", "estimate"),
     ],
 )

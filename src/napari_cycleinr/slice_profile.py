@@ -310,11 +310,14 @@ CYCLE_GAUSSIAN_BELOW = -0.10
 under gaps (log ratio): no slab average or gap of the held-out scans read below it, whole or in runs of 8
 slices, 3 of 96 training CT runs did (the head CT whose slab averages the image reads as Gaussian too); 12 of
 36 held-out CT and 8 of 13 MR Gaussian 8-slice runs did (docs/results/gaps_cues.json)."""
-CYCLE_SLICES = 8
-"""Fewer thick slices than this leave the cue to chance (runs of 6: 7 of 52 training CT calls wrong). Runs of
-8-16 are measured (docs/results/gaps_cues.json): a few calls in a hundred wrong, a slab average mostly read as
-gaps, which costs at most 0.59 dB against the mixed-profile weights (gaps read as a slab average, seen only at
-x2.5-x4: up to 0.6 dB, still above tricubic), where a right call gains 0.1-0.5 dB."""
+CYCLE_SLICES = 4
+"""From this many thick slices the cue settles slab average against gaps. On runs of 4 and 6 thick slices,
+acting on it gains +0.07 to +0.15 dB on average over the fallback weights on the training scans, +0.08 to +0.19
+on the held-out ones, its worst call 0.93 dB under the fallback and well above tricubic
+(docs/results/short_runs.json, scripts/probe_short_runs.py)."""
+CYCLE_GAUSSIAN_SLICES = 8
+"""The Gaussian call needs this many: on runs of 4-6 it named 3 of 144 training CT gaps Gaussian (the head CT
+at x2.5, where the Gaussian weights fall under tricubic); such slices get a slab average's weights instead."""
 
 
 def cycle_cue_applies(found: SliceProfile, slices: int) -> bool:
@@ -334,7 +337,7 @@ def with_cycle_cue(found: SliceProfile, cue: CycleCues, slices: int) -> SlicePro
         said += f", Gaussian / gaps {math.exp(gaussian):.2f}"
     detail = f"{found.detail}, {said}" if found.detail else said
     if gaps > CYCLE_AVERAGE_ABOVE:  # the slab-average side: a slab average, or a Gaussian profile
-        if gaussian < CYCLE_GAUSSIAN_BELOW:
+        if gaussian < CYCLE_GAUSSIAN_BELOW and slices >= CYCLE_GAUSSIAN_SLICES:
             confidence = min(1.0, 0.5 + (CYCLE_GAUSSIAN_BELOW - gaussian) / 0.2)
             return SliceProfile("gaussian", 1.0, "model", confidence, detail, found.fallback, found.position)
         confidence = min(1.0, 0.5 + (gaps - CYCLE_AVERAGE_ABOVE) / 0.2)
