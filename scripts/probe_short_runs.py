@@ -58,8 +58,8 @@ def cases(path: Path, group: str, models: dict, choosers: dict) -> list[dict]:
 def table(rows: list[dict]) -> str:
     """Per scan group, modality and run length: the mean gain of `auto` over the fallback, its worst case,
     and how many cases fall below the fallback by more than 0.3 dB or below tricubic."""
-    lines = ["| scans | modality | thick slices | cases | specialist answers | auto - fallback, mean dB | worst | "
-             "under the fallback by > 0.3 dB | auto under tricubic | fallback under tricubic |",
+    lines = [("| scans | modality | thick slices | cases | specialist answers | auto - fallback, mean dB | worst | "
+              "under the fallback by > 0.3 dB | auto under tricubic | fallback under tricubic |"),
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for group in ("training", "held_out"):
         for modality in ("CT", "MR"):
