@@ -11,6 +11,8 @@ had cost, won back; docs/results.md, "Lines at the slab period").
 Three stages of 400 steps, each from the one before's final weight average (`--export` writes it to the run's
 final.safetensors, which the next config starts from); `--ship` writes the last one into the package as
 `average`, its header keeping the earlier weights' record under `earlier`. Run from the repository root.
+`--weights gaussian` and `--weights skip` do the same for those weights, with
+configs/experiment_rmse_<weights>{,_800,_1200}.toml and runs/exp_rmse_<weights>{,_800,_1200}.
 """
 
 from __future__ import annotations
@@ -24,25 +26,25 @@ from make_mr_weights import ship
 
 from napari_cycleinr.model.checkpoint import load_model, load_resume_state, save_model
 
-STAGES = ("configs/experiment_rmse_average.toml", "configs/experiment_rmse_average_800.toml",
-          "configs/experiment_rmse_average_1200.toml")
+def stages(weights: str) -> tuple[str, ...]:
+    return tuple(f"configs/experiment_rmse_{weights}{suffix}.toml" for suffix in ("", "_800", "_1200"))
 
 
-def export(run: Path) -> Path:
-    model = final_average(load_resume_state(run / "state.pt"), load_model("average"))
+def export(run: Path, weights: str) -> Path:
+    model = final_average(load_resume_state(run / "state.pt"), load_model(weights))
     path = run / "final.safetensors"
     save_model(model, path, {"note": f"the final weight average of {run.name}"})
     print("wrote", path)
     return path
 
 
-def shipped(run: Path) -> None:
-    history = ("the earlier bundled `average` + 3 x 400 steps with the root-mean-square fit and the loss on "
-               f"slab-period banding ({', '.join(STAGES)})")
-    model = tuned_model(run, load_model("average"), record=STAGES[0], history=history)
+def shipped(run: Path, weights: str) -> None:
+    history = (f"the earlier bundled `{weights}` + 3 x 400 steps with the root-mean-square fit and the loss on "
+               f"slab-period banding ({', '.join(stages(weights))})")
+    model = tuned_model(run, load_model(weights), record=stages(weights)[0], history=history)
     with tempfile.TemporaryDirectory() as folder:
-        save_model(model, Path(folder) / "average.safetensors", model.info)
-        ship(Path(folder), ["average"])
+        save_model(model, Path(folder) / f"{weights}.safetensors", model.info)
+        ship(Path(folder), [weights])
 
 
 def main() -> None:
@@ -50,11 +52,12 @@ def main() -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--export", type=Path, help="a finished stage's run folder: write its final.safetensors")
     group.add_argument("--ship", type=Path, help="the last stage's run folder: write it into the package")
+    parser.add_argument("--weights", default="average", choices=("average", "gaussian", "skip"))
     args = parser.parse_args()
     if args.export:
-        export(args.export)
+        export(args.export, args.weights)
     else:
-        shipped(args.ship)
+        shipped(args.ship, args.weights)
 
 
 if __name__ == "__main__":
