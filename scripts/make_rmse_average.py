@@ -1,5 +1,5 @@
-"""Ship the `average` weights fine-tuned with the root-mean-square fit (issue #21: the CT PSNR the banding loss
-had cost, won back; docs/results.md, "Lines at the slab period").
+"""Ship the `average` weights (then `gaussian` and `skip`) fine-tuned with the root-mean-square fit (issue #21:
+the CT PSNR the banding loss had cost, won back; docs/results.md, "Lines at the slab period").
 
     cycleinr train --config configs/experiment_rmse_average.toml --out runs/exp_rmse_average
     python scripts/make_rmse_average.py --export runs/exp_rmse_average
