@@ -312,8 +312,8 @@ slices, 3 of 96 training CT runs did (the head CT whose slab averages the image 
 36 held-out CT and 8 of 13 MR Gaussian 8-slice runs did (docs/results/gaps_cues.json)."""
 CYCLE_SLICES = 4
 """From this many thick slices the cue settles slab average against gaps. On runs of 4 and 6 thick slices,
-acting on it gains +0.07 to +0.15 dB on average over the fallback weights on the training scans, +0.08 to +0.19
-on the held-out ones, its worst call 0.93 dB under the fallback and well above tricubic
+acting on it gains +0.07 to +0.18 dB on average over the fallback weights on the training scans, +0.08 to +0.24
+on the held-out ones, its worst call 0.99 dB under the fallback and well above tricubic
 (docs/results/short_runs.json, scripts/probe_short_runs.py)."""
 CYCLE_GAUSSIAN_SLICES = 8
 """The Gaussian call needs this many: on runs of 4-6 it named 3 of 144 training CT gaps Gaussian (the head CT
