@@ -36,6 +36,7 @@ from make_mr_weights import ship
 
 from napari_cycleinr.model.checkpoint import load_model, load_resume_state, save_model
 
+
 def stages(weights: str) -> tuple[str, ...]:
     return tuple(f"configs/experiment_rmse_{weights}{suffix}.toml" for suffix in ("", "_800", "_1200"))
 

@@ -22,7 +22,7 @@ from calibrate_slice_profile import TESTS, TRAINING, VALIDATION, thick_cases
 from napari_cycleinr import slice_profile
 from napari_cycleinr.model.checkpoint import load_model
 from napari_cycleinr.model.cycle_cue import cycle_cues
-from napari_cycleinr.options import MR_WEIGHTS
+from napari_cycleinr.options import FALLBACK_WEIGHTS
 
 
 def cases(path: Path, group: str, models: dict, window: int | None = None) -> list[dict]:
@@ -78,7 +78,7 @@ def main() -> None:
         print(table(json.loads(Path(args.out).read_text())["rows"]))
         return
     data = Path(args.data)
-    models = {"CT": load_model("mixed"), "MR": load_model(MR_WEIGHTS)}
+    models = {modality: load_model(name) for modality, name in FALLBACK_WEIGHTS.items()}
     rows = [r for name in TRAINING for r in cases(data / name, "training", models)]
     rows += [r for name in VALIDATION for r in cases(data / name, "held_out", models)]
     rows += [r for name in TESTS for r in cases(Path(name), "held_out", models)]

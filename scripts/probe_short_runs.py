@@ -21,15 +21,14 @@ import numpy as np
 
 from calibrate_slice_profile import FACTORS, TRAINING, VALIDATION, run_starts
 from napari_cycleinr import slice_profile
-from napari_cycleinr.cli import _weights_chooser
+from napari_cycleinr.cli import weights_chooser
 from napari_cycleinr.intensity import guess_modality
 from napari_cycleinr.io import read_volume
 from napari_cycleinr.model.checkpoint import load_model
 from napari_cycleinr.model.evaluate import AUTO, evaluate_volume
-from napari_cycleinr.options import MR_WEIGHTS
+from napari_cycleinr.options import FALLBACK_WEIGHTS as FALLBACK
 
 THICK_SLICES = (4, 6)
-FALLBACK = {"CT": "mixed", "MR": MR_WEIGHTS}
 
 
 def cases(path: Path, group: str, models: dict, choosers: dict) -> list[dict]:
@@ -87,7 +86,7 @@ def main() -> None:
         return
     data = Path(args.data)
     models = {modality: load_model(name) for modality, name in FALLBACK.items()}
-    choosers = {modality: _weights_chooser(modality, None) for modality in FALLBACK}
+    choosers = {modality: weights_chooser(modality, None) for modality in FALLBACK}
     rows = [r for name in TRAINING for r in cases(data / name, "training", models, choosers)]
     rows += [r for name in VALIDATION for r in cases(data / name, "held_out", models, choosers)]
     Path(args.out).write_text(json.dumps({"rows": rows}, indent=1) + "\n")

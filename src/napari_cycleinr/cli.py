@@ -73,7 +73,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CycleINRError(
             f"unknown method(s) {', '.join(unknown)}: use trilinear, tricubic, cycleinr, auto or a --variant name"
         )
-    results, choose = [], _weights_chooser(args.modality, device)
+    results, choose = [], weights_chooser(args.modality, device)
     for reference in args.references:
         volume = read_volume(reference, axis=args.axis)
         for factor in _parse_factors(args.factor):
@@ -96,7 +96,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _weights_chooser(modality: str | None, device):
+def weights_chooser(modality: str | None, device):
     """For evaluate's method auto: the weights `upsample` takes for a scan with no profile given (the
     pipeline's settle_profile), loaded once per name, and a record of the choice."""
     from napari_cycleinr.model.checkpoint import load_model

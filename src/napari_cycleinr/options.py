@@ -23,6 +23,9 @@ DEFAULT_PROFILE = "average"
 MR_WEIGHTS = "mr"
 """The bundled weights an MR of unknown slice profile gets where a CT gets `mixed`: `mixed` fine-tuned with an
 MR among its training scans (docs/results.md, "MR in training")."""
+FALLBACK_WEIGHTS = {"CT": "mixed", "MR": MR_WEIGHTS}
+"""The bundled weights a scan of unknown slice profile gets, by modality; their cycle residual also settles the
+profile where the image cannot (model/cycle_cue.py)."""
 MR_PROFILE_WEIGHTS = {"average": "average_mr", "gaussian": "gaussian_mr", "skip": "skip_mr"}
 """The bundled weights an MR of known slice profile gets: the profile's own weights plus what training with MR
 added to `mixed` (`mr` - `mixed`; docs/results.md, "MR in training: longer, and the specialists")."""

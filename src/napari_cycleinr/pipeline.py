@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from napari_cycleinr.errors import CycleINRError
-from napari_cycleinr.options import DEFAULT_PROFILE, MAX_THICKNESS, MR_PROFILE_WEIGHTS, MR_WEIGHTS
+from napari_cycleinr.options import DEFAULT_PROFILE, FALLBACK_WEIGHTS, MAX_THICKNESS, MR_PROFILE_WEIGHTS
 from napari_cycleinr.request import Request, Target
 from napari_cycleinr.runtime.blocks import CancelCheck, raise_if_cancelled
 from napari_cycleinr.runtime.memory import out_of_memory
@@ -150,7 +150,7 @@ def settle_profile(
     if not found.confident:
         changes: dict[str, Any] = {"profile": DEFAULT_PROFILE, "profile_source": "default"}
         if request.weights is None and request.uses_model:
-            changes["weights"] = MR_WEIGHTS if modality == "MR" else "mixed"
+            changes["weights"] = FALLBACK_WEIGHTS[modality]
         if request.weights is not None and request.uses_model:
             found = replace(found, fallback=f"the weights chosen ({Path(request.weights).name})")
         elif modality == "MR":
@@ -179,7 +179,7 @@ def _ask_model(found: SliceProfile, request: Request, volume: Volume, modality: 
     from napari_cycleinr.model.cycle_cue import cycle_cues
     from napari_cycleinr.slice_profile import with_cycle_cue
 
-    fallback = load_model(MR_WEIGHTS if modality == "MR" else "mixed")
+    fallback = load_model(FALLBACK_WEIGHTS[modality])
     cues = cycle_cues(volume.data, request.targets[0].factor, modality, fallback)
     return with_cycle_cue(found, cues, volume.shape[0])
 
