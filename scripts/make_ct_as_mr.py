@@ -29,6 +29,12 @@ CONTRASTS = {
 }
 
 
+def derived_names() -> dict[str, str]:
+    """Each written file's name -> its source under the data folder and contrast, as weights' headers record it."""
+    return {f"ct_{name}_as_{contrast}_mr.nii.gz": f"{source} (as {contrast.upper()}-like MR: scripts/make_ct_as_mr.py)"
+            for (name, source), contrast in zip(SOURCES.items(), ("t1", "t2"))}
+
+
 def bias_field(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """A smooth multiplicative field, about 0.8-1.2: coarse noise, upsampled and normalised."""
     coarse = rng.normal(size=(4, 4, 4))
@@ -55,7 +61,7 @@ def main() -> None:
         out = nib.Nifti1Image(data, image.affine)
         out.set_qform(image.affine, 1)
         out.set_sform(image.affine, 1)
-        path = Path(args.out) / f"ct_{name}_as_{contrast}_mr.nii.gz"
+        path = Path(args.out) / f"ct_{name}_as_{contrast}_mr.nii.gz"  # as derived_names() names it
         nib.save(out, path)
         print(f"wrote {path}")
 

@@ -21,6 +21,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from make_ct_as_mr import derived_names
+
 from napari_cycleinr.model.checkpoint import load_model, save_model
 from napari_cycleinr.model.cycleinr import CycleINR
 
@@ -29,7 +31,10 @@ PROFILES = ("average", "gaussian", "skip")
 
 
 def relative(path: str) -> str:
-    """train/NAME or thick/NAME for data, the repository path for the package's own weights."""
+    """train/NAME or thick/NAME for data (a scan derived from one by scripts/make_ct_as_mr.py: its source, and
+    how), the repository path for the package's own weights."""
+    if Path(path).name in derived_names():
+        return derived_names()[Path(path).name]
     parts = Path(path).parts
     for anchor in ("train", "thick"):
         if anchor in parts:
