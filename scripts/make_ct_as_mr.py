@@ -1,12 +1,13 @@
-"""Body anatomy at MR contrasts for the MR weights' training (issue #21; measured in the config named below).
+"""Body anatomy at MR contrasts for the MR weights' training (issue #21; configs/ct_as_mr*_*.toml).
 
     python scripts/make_ct_as_mr.py [--data ../shared/data] [--out runs/data]
 
 The one training MR is a brain; MR users also scan the body. Two training CTs of the chest (the 4D-Lung phase
 and the cardiac crop) with their Hounsfield units mapped through a piecewise-linear table to a T1-like contrast
 (fat bright, fluid and lung dark, soft tissue between, cortical bone dark) and a T2-like one (fluid bright),
-times a smooth bias field as coils make, written as unsigned integers, the way scanners store MR (so
-training reads them as MR and normalises them by their percentiles). The geometry stays the scan's own.
+each CT in each contrast, times a smooth bias field as coils make, written as unsigned integers, the way
+scanners store MR (so training reads them as MR and normalises them by their percentiles). The geometry stays
+the scan's own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from scipy import ndimage
 
 SOURCES = {"4dlung": "train/ct_4dlung_phase00_chest_2p0mm.nii.gz",
            "aortacrop": "train/ct_totalseg_aortacrop_chest_1p5mm_resampled.nii.gz"}
+WRITTEN = (("4dlung", "t1"), ("aortacrop", "t2"), ("4dlung", "t2"), ("aortacrop", "t1"))
+"""In this order from one seed (each file's bias field the same on every run): the MR weights' stage
+configs/ct_as_mr_*.toml trained with the first two, the next, configs/ct_as_mr_more_*.toml, with all four."""
 CONTRASTS = {
     # (HU, signal) knots; air and lung dark in both
     "t1": [(-1024, 5), (-900, 5), (-500, 60), (-150, 700), (-80, 800), (-20, 350), (0, 150), (40, 450),
@@ -31,8 +35,8 @@ CONTRASTS = {
 
 def derived_names() -> dict[str, str]:
     """Each written file's name -> its source under the data folder and contrast, as weights' headers record it."""
-    return {f"ct_{name}_as_{contrast}_mr.nii.gz": f"{source} (as {contrast.upper()}-like MR: scripts/make_ct_as_mr.py)"
-            for (name, source), contrast in zip(SOURCES.items(), ("t1", "t2"))}
+    return {f"ct_{name}_as_{contrast}_mr.nii.gz":
+            f"{SOURCES[name]} (as {contrast.upper()}-like MR: scripts/make_ct_as_mr.py)" for name, contrast in WRITTEN}
 
 
 def bias_field(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -55,8 +59,8 @@ def main() -> None:
     args = parser.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(2026)
-    for (name, source), contrast in zip(SOURCES.items(), ("t1", "t2")):
-        image = nib.load(Path(args.data) / source)
+    for name, contrast in WRITTEN:
+        image = nib.load(Path(args.data) / SOURCES[name])
         data = as_mr(np.asarray(image.dataobj, dtype=np.float32), contrast, rng)
         out = nib.Nifti1Image(data, image.affine)
         out.set_qform(image.affine, 1)
