@@ -28,8 +28,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs", help="the folder holding <prefix>_<name>/ for each weight")
     parser.add_argument("--prefix", default="mr_banding", help="the stage: its runs and configs/<prefix>_*.toml")
+    parser.add_argument("--only", help="comma-separated names of the four to ship (default: all)")
     args = parser.parse_args()
-    ship_tuned(Path(args.runs), args.prefix, TUNED)
+    ship_tuned(Path(args.runs), args.prefix, tuple(args.only.split(",")) if args.only else TUNED)
 
 
 if __name__ == "__main__":
