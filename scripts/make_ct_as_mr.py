@@ -33,10 +33,14 @@ CONTRASTS = {
 }
 
 
+def file_name(name: str, contrast: str) -> str:
+    return f"ct_{name}_as_{contrast}_mr.nii.gz"
+
+
 def derived_names() -> dict[str, str]:
     """Each written file's name -> its source under the data folder and contrast, as weights' headers record it."""
-    return {f"ct_{name}_as_{contrast}_mr.nii.gz":
-            f"{SOURCES[name]} (as {contrast.upper()}-like MR: scripts/make_ct_as_mr.py)" for name, contrast in WRITTEN}
+    return {file_name(name, contrast): f"{SOURCES[name]} (as {contrast.upper()}-like MR: scripts/make_ct_as_mr.py)"
+            for name, contrast in WRITTEN}
 
 
 def bias_field(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -65,7 +69,7 @@ def main() -> None:
         out = nib.Nifti1Image(data, image.affine)
         out.set_qform(image.affine, 1)
         out.set_sform(image.affine, 1)
-        path = Path(args.out) / f"ct_{name}_as_{contrast}_mr.nii.gz"  # as derived_names() names it
+        path = Path(args.out) / file_name(name, contrast)
         nib.save(out, path)
         print(f"wrote {path}")
 

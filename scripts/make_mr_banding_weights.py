@@ -30,7 +30,10 @@ def main() -> None:
     parser.add_argument("--prefix", default="mr_banding", help="the stage: its runs and configs/<prefix>_*.toml")
     parser.add_argument("--only", help="comma-separated names of the four to ship (default: all)")
     args = parser.parse_args()
-    ship_tuned(Path(args.runs), args.prefix, tuple(args.only.split(",")) if args.only else TUNED)
+    names = tuple(args.only.split(",")) if args.only else TUNED
+    if unknown := [name for name in names if name not in TUNED]:
+        parser.error(f"--only takes names of {', '.join(TUNED)}; not {', '.join(unknown)}")
+    ship_tuned(Path(args.runs), args.prefix, names)
 
 
 if __name__ == "__main__":

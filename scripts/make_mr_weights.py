@@ -33,8 +33,9 @@ PROFILES = ("average", "gaussian", "skip")
 def relative(path: str) -> str:
     """train/NAME or thick/NAME for data (a scan derived from one by scripts/make_ct_as_mr.py: its source, and
     how), the repository path for the package's own weights."""
-    if Path(path).name in derived_names():
-        return derived_names()[Path(path).name]
+    derived = derived_names().get(Path(path).name)
+    if derived is not None:
+        return derived
     parts = Path(path).parts
     for anchor in ("train", "thick"):
         if anchor in parts:

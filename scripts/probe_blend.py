@@ -66,10 +66,13 @@ def shares_key(shares: tuple[int, int, int]) -> str:
     return "".join(map(str, shares)) if 10 not in shares else ",".join(map(str, shares))
 
 
+def right_weights(row: dict) -> float:
+    return row[SPECIALISTS[row["modality"]][slice_profile.PROFILES.index(row["truth"])]]
+
+
 def losses(rows: list[dict], shares: tuple[int, int, int]) -> list[float]:
     """Each case's PSNR of the mixture less that of the right profile's weights."""
-    return [r["mixes"][shares_key(shares)] - r[SPECIALISTS[r["modality"]][slice_profile.PROFILES.index(r["truth"])]]
-            for r in rows]
+    return [r["mixes"][shares_key(shares)] - right_weights(r) for r in rows]
 
 
 def balanced(rows: list[dict], shares: tuple[int, int, int]) -> float:
@@ -80,10 +83,6 @@ def balanced(rows: list[dict], shares: tuple[int, int, int]) -> float:
 
 def best_shares(rows: list[dict]) -> tuple[int, int, int]:
     return max(GRID, key=lambda shares: balanced(rows, shares))
-
-
-def right_weights(row: dict) -> float:
-    return row[SPECIALISTS[row["modality"]][slice_profile.PROFILES.index(row["truth"])]]
 
 
 def answer_row(modality: str, label: str, rows: list[dict], answer) -> str:
