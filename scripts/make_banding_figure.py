@@ -9,9 +9,9 @@ fine-tuned against them, on the held-out CT and MR.
 The held-out scans (never trained on) as scripts/probe_texture.py crops them: LIDC-IDRI-0002, thin slices
 60-219, and the MEMPRAGE MR in its own geometry, each slab-averaged at x5 (6.25 and 5 mm) and brought back to the
 thin spacing: the thick input, tricubic, CycleINR before (the `average` and `average_mr` weights of commit 4874dfb)
-and now (the bundled ones), and the real thin scan; a zoom on one coronal plane, the CT in a soft-tissue window
-(W 400, L 40), the MR in its 0.5-99.5 percentile window, true aspect ratio, each voxel a block of pixels. Banding
-(docs/metrics.md) and PSNR in each title."""
+and now (the bundled ones), and the real thin scan; a zoom on one plane along z (coronal on the CT), the CT in
+a soft-tissue window (W 400, L 40), the MR in its 0.5-99.5 percentile window, true aspect ratio, each voxel a
+block of pixels. Banding (docs/metrics.md) and PSNR in each title."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def draw_row(axes, volume, modality: str, before: str, now: str, plane: tuple) -
     }
     window, body = metric_window(reference, modality), body_level(reference, modality)
     shown = CT_WINDOW if modality == "CT" else window
-    row, z_range, x_range = plane  # a coronal plane: fixed y (front to back), z down, x across
+    row, z_range, x_range = plane  # a plane along z: fixed y, z down, x across
     aspect = volume.spacing[0] / volume.spacing[1]
     for axis, (title, data) in zip(axes, panels.items()):
         score = "" if "input" in title else f"\nbanding {banding(data, FACTOR, modality, body):.2f}"
