@@ -202,6 +202,16 @@ def test_evaluate_prints_a_table_and_writes_json_and_plot(tmp_path, tiny_checkpo
     assert plot.stat().st_size > 10_000
 
 
+def test_evaluate_takes_bundled_weights_by_name_and_names_them_when_refusing(tmp_path):
+    report = tmp_path / "r.json"
+    result = cycleinr("evaluate", CT_3MM, "--factor", "2", "--methods", "tricubic,mixed", "--json", report)
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(report.read_text())["results"][0]["methods"]
+    assert set(scores) == {"tricubic", "mixed"} and scores["mixed"]["psnr"] > scores["tricubic"]["psnr"]
+    refused = cycleinr("evaluate", CT_3MM, "--factor", "2", "--methods", "tricubic,mixd")
+    assert refused.returncode == 2 and "mixd" in refused.stderr and "average_mr" in refused.stderr, refused.stderr
+
+
 def test_train_command_writes_checkpoints(tmp_path):
     config = tmp_path / "tiny.toml"
     config.write_text(

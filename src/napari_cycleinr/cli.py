@@ -49,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from napari_cycleinr.io import read_volume
-    from napari_cycleinr.model.checkpoint import load_model
+    from napari_cycleinr.model.checkpoint import BUNDLED_MODELS, load_model
     from napari_cycleinr.model.evaluate import AUTO, BASELINES, evaluate_volume, format_table
     from napari_cycleinr.runtime.devices import resolve_device
 
@@ -68,10 +68,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         models[name] = load_model(path, device)
     if "cycleinr" in methods and "cycleinr" not in models:
         models["cycleinr"] = load_model(args.model, device, profile=args.degradation)
+    for name in methods:  # a bundled weights' name is a method of its own (e.g. average_mr)
+        if name in BUNDLED_MODELS and name not in models:
+            models[name] = load_model(name, device)
     unknown = [m for m in methods if m not in BASELINES and m not in models and m != AUTO]
     if unknown:
         raise CycleINRError(
-            f"unknown method(s) {', '.join(unknown)}: use trilinear, tricubic, cycleinr, auto or a --variant name"
+            f"unknown method(s) {', '.join(unknown)}: use trilinear, tricubic, cycleinr, auto, the name of "
+            f"bundled weights ({', '.join(BUNDLED_MODELS)}) or a --variant name"
         )
     results, choose = [], weights_chooser(args.modality, device)
     for reference in args.references:
@@ -289,8 +293,8 @@ def _evaluate_parser(sub) -> None:
     ev.add_argument(
         "--methods", default="trilinear,tricubic,cycleinr",
         help="comma-separated: trilinear, tricubic, cycleinr (--model, else the CT-trained weights for "
-        "--degradation), auto (the weights upsample takes with no profile given) and --variant names (bundled "
-        "names such as average_mr work too)",
+        "--degradation), auto (the weights upsample takes with no profile given), bundled weights by name (e.g. "
+        "mixed, average_mr) and --variant names",
     )
     ev.add_argument(
         "--model", help="checkpoint or bundled weights for the cycleinr method (default: the bundled weights for --degradation)"
