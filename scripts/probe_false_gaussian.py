@@ -1,5 +1,5 @@
-"""What the one held-out slab average the Gaussian cycle cue names Gaussian costs (docs/method.md, "Gaussian
-slices on short scans").
+"""What a slab average named Gaussian costs: the held-out MR run the Gaussian cycle cue of the earlier `mr` named
+so (docs/method.md, "Gaussian slices on short scans"; today's `mr` reads it as a slab average).
 
     PYTHONPATH=scripts python scripts/probe_false_gaussian.py [--data ../shared/data]
 
