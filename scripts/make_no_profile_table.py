@@ -15,8 +15,11 @@ docs/results.md opens with them.
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 from evaluate_runs import RESULTS, run_commands, saved_results
+
+from napari_cycleinr.slice_profile import PROFILE_NAMES
 
 PROFILES = ("average", "gaussian", "skip")
 BUNDLED = ("mixed", "average", "gaussian", "skip", "mr", "average_mr", "gaussian_mr", "skip_mr")
@@ -38,16 +41,18 @@ def command(scan: str, profile: str) -> list[str]:
             "--json", str(RESULTS / f"no_profile_{scan}_{profile}.json"), *(f"--variant={m}={m}" for m in bundled)]
 
 
+def mean_psnr(rows: list[dict], method: str) -> float:
+    """A method's PSNR over the scans of one scale (tests/data CT has three)."""
+    return sum(r["methods"][method]["psnr"] for r in rows) / len(rows)
+
+
 def table() -> str:
     lines = ["| scan | profile | x | tricubic | no profile given | its weights | best bundled | no profile - best "
              "| no profile - tricubic |", "|---|---|---:|---:|---:|---|---:|---:|---:|"]
     for scan, profile, results in saved_results("no_profile", SCANS, PROFILES):
         for factor in sorted({r["factor"] for r in results}):
             rows = [r for r in results if r["factor"] == factor]
-
-            def mean(method: str) -> float:
-                return sum(r["methods"][method]["psnr"] for r in rows) / len(rows)
-
+            mean = partial(mean_psnr, rows)
             best = max((m for m in BUNDLED if m in rows[0]["methods"]), key=mean)
             chosen = sorted({r["auto"]["weights"] for r in rows})
             lines.append(
@@ -58,7 +63,6 @@ def table() -> str:
     return "\n".join(lines)
 
 
-PROFILE_NAMES = {"average": "slab average", "gaussian": "Gaussian", "skip": "gaps"}
 GLANCE_NAMES = {"ct_validation": "LIDC-IDRI-0002, chest CT", "mr_validation": "MEMPRAGE, brain MR (T1)"}
 
 
@@ -74,8 +78,7 @@ def glance() -> str:
         cells = []
         for factor in factors:
             rows = [r for r in results if r["factor"] == factor]
-            ours = sum(r["methods"]["auto"]["psnr"] for r in rows) / len(rows)
-            tricubic = sum(r["methods"]["tricubic"]["psnr"] for r in rows) / len(rows)
+            ours, tricubic = mean_psnr(rows, "auto"), mean_psnr(rows, "tricubic")
             cells.append(f"{ours:.2f} ({ours - tricubic:+.2f})")
         lines.append(f"| {GLANCE_NAMES[scan]} | {PROFILE_NAMES[profile]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-PROFILES = ("average", "gaussian", "skip")
+from napari_cycleinr.options import PROFILES
+
 STEPS, RATE, RIDGE = 5000, 0.5, 1e-2
 
 
@@ -59,6 +60,11 @@ def learnt_calls(rows: list[dict], model: tuple, confidence: float) -> list[str 
     return [PROFILES[k] if p[i, k] >= confidence else None for i, k in enumerate(p.argmax(axis=1))]
 
 
+def today_calls(rows: list[dict]) -> list[str | None]:
+    """The profile the pipeline settled on where it acted (the cue table's decision), else None."""
+    return [r["decision"] if r["confident"] else None for r in rows]
+
+
 def tally(rows: list[dict], calls: list[str | None]) -> str:
     acted = [(r["truth"], c) for r, c in zip(rows, calls) if c is not None]
     mild = sum(truth == "gaussian" and call == "average" for truth, call in acted)
@@ -66,34 +72,29 @@ def tally(rows: list[dict], calls: list[str | None]) -> str:
     return f"{len(acted)} | {sum(truth == call for truth, call in acted)} | {mild} | {costly}"
 
 
-def table(rows: list[dict], confidence: float) -> str:
-    training = [r for r in rows if r["group"].startswith("training")]
-    model = fit(training)
+def table(rows: list[dict], model: tuple, confidence: float) -> str:
     header = ("| scans | modality | cases | today: acted | right | Gaussian as slab average | costly | "
               f"learnt ({confidence:g}): acted | right | Gaussian as slab average | costly |")
     lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for group in ("training", "held"):
         for modality in ("CT", "MR"):
             mine = [r for r in rows if r["group"].startswith(group) and r["modality"] == modality]
-            today = [r["decision"] if r["confident"] else None for r in mine]
             lines.append(f"| {'training' if group == 'training' else 'held-out'} | {modality} | {len(mine)} | "
-                         f"{tally(mine, today)} | {tally(mine, learnt_calls(mine, model, confidence))} |")
+                         f"{tally(mine, today_calls(mine))} | {tally(mine, learnt_calls(mine, model, confidence))} |")
     return "\n".join(lines)
 
 
-def psnr_where_known(rows: list[dict], confidence: float, results: Path) -> str:
+def psnr_where_known(rows: list[dict], model: tuple, confidence: float, results: Path) -> str:
     """Mean PSNR of the weights each rule picks, on the whole held-out CT cases that the no-profile table's
     JSON scores with every bundled weight (make_no_profile_table.py); `mixed` where a rule is not sure."""
     scored = {}
     for profile in PROFILES:
         for r in json.loads((results / f"no_profile_tests_ct_{profile}.json").read_text())["results"]:
             scored[(Path(r["reference"]).name, profile, r["factor"])] = r["methods"]
-    model = fit([r for r in rows if r["group"].startswith("training")])
     cases = [r for r in rows if r["group"] == "held_out" and r["modality"] == "CT"
              and (r["scan"], r["truth"], r["factor"]) in scored]
-    today = [r["decision"] if r["confident"] else None for r in cases]
     means = {}
-    for name, calls in (("today", today), ("learnt", learnt_calls(cases, model, confidence))):
+    for name, calls in (("today", today_calls(cases)), ("learnt", learnt_calls(cases, model, confidence))):
         values = [scored[(r["scan"], r["truth"], r["factor"])][call or "mixed"]["psnr"] for r, call in zip(cases, calls)]
         means[name] = sum(values) / len(values)
     return f"{len(cases)} whole tests/data CT cases: today {means['today']:.2f} dB, learnt {means['learnt']:.2f} dB"
@@ -106,8 +107,9 @@ def main() -> None:
     args = parser.parse_args()
     rows = [r for r in json.loads(Path(args.cues).read_text())["rows"]
             if r["cycle"] is not None and r["cycle_gaussian"] is not None]
-    print(table(rows, args.confidence))
-    print(psnr_where_known(rows, args.confidence, Path(args.cues).parent))
+    model = fit([r for r in rows if r["group"].startswith("training")])  # the training scans' cases only
+    print(table(rows, model, args.confidence))
+    print(psnr_where_known(rows, model, args.confidence, Path(args.cues).parent))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from scipy.special import erf
 from napari_cycleinr.model.metrics import body_threshold  # numpy only: no torch
 from napari_cycleinr.options import PROFILES
 
+PROFILE_NAMES = {"average": "slab average", "gaussian": "Gaussian", "skip": "gaps"}
+"""Each profile as the user reads it."""
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 GAPS_BELOW = 0.75
@@ -105,10 +107,9 @@ class SliceProfile:
 
     def describe(self) -> str:
         """One line for the CLI's summary, the widget and the output's metadata."""
-        names = {"average": "slab average", "gaussian": "Gaussian", "skip": "gaps"}
-        text = f"slice profile: {names[self.kind]}"
+        text = f"slice profile: {PROFILE_NAMES[self.kind]}"
         if self.source == "estimate" and not self.confident:
-            return (f"slice profile: not known (the image suggests {names[self.kind]}, confidence "
+            return (f"slice profile: not known (the image suggests {PROFILE_NAMES[self.kind]}, confidence "
                     f"{self.confidence:.2f}); {self.fallback}")
         if self.source == "estimate":
             why = ": smooth along z, noise shared between slices" if self.kind == "gaussian" else ""
