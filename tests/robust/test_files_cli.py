@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from napari_cycleinr.io import read_volume
-from tests.robust.bad_files import BY_KEY, READABLE, UNREADABLE
+from tests.robust.bad_files import BY_KEY, NON_FINITE, READABLE, UNREADABLE
 from tests.robust.surfaces import run_cli, run_cli_process
 
 pytestmark = pytest.mark.usefixtures("untouched")
@@ -128,6 +128,7 @@ def test_cuda_without_a_gpu_is_refused(bad_paths, out_dir, device):
         (["{two_slices}", "--factor", "2", "--degradation", "median"], r"unknown degradation 'median'"),
         (["{two_slices}", "--factor", "2", "--methods", "trilinear,magic"], r"unknown method\(s\) magic"),
         (["{two_slices}", "--factor", "2", "--variant", "nameless"], r"--variant takes NAME=CHECKPOINT"),
+        (["{nan_voxels}", "--factor", "2"], NON_FINITE),
     ],
 )
 def test_evaluate_refuses_bad_references_and_parameters(bad_paths, out_dir, args, pattern):

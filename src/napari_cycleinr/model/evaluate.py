@@ -16,7 +16,7 @@ from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.intensity import guess_modality, intensity_map
 from napari_cycleinr.model.consistency import correction_spread, project
 from napari_cycleinr.model.degrade import degradation_matrix, degrade
-from napari_cycleinr.model.infer import predict
+from napari_cycleinr.model.infer import check_volume, predict
 from napari_cycleinr.model.metrics import CT_WINDOW, banding, error_summary, psnr, snli, ssim
 from napari_cycleinr.volume import Volume
 
@@ -28,6 +28,7 @@ found from the simulated thick volume (which, like a NIfTI, records none), else 
 
 def simulate_thick(volume: Volume, factor: float, degradation: str, modality: str | None = None):
     """(thick normalised, reference in original units, positions, intensity map) for a thin reference."""
+    check_volume(volume)  # a NaN in the reference would score every method NaN, silently
     n = volume.shape[0]
     n_thick = int(math.floor(n / factor + 1e-9))
     if n_thick < 2:
