@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from napari_cycleinr.batch import find_scans, process_folder
+from napari_cycleinr.batch import process_folder
+from napari_cycleinr.folder_scans import find_scans
 from napari_cycleinr.errors import Cancelled, CycleINRError
 from napari_cycleinr.io import read_volume
 from tests.conftest import CT_3MM, CT_HEAD, MR_3MM
@@ -108,7 +109,7 @@ def test_ranks_share_the_files_without_overlap(folder, tmp_path):
     ]
     processed = [[Path(f.source).name for f in report.results] for report in reports]
     scans, _ = find_scans(folder)
-    assert sorted(sum(processed, [])) == sorted(p.name for p in scans)
+    assert sorted(sum(processed, [])) == sorted(scan.label for scan in scans)
     assert not set(processed[0]) & set(processed[1]) and all(processed)
 
 
@@ -154,3 +155,84 @@ def test_torchrun_splits_a_folder_across_two_ranks(folder, tmp_path):
     assert "[rank 0]" in result.stdout and "[rank 1]" in result.stdout
     assert "3 written, 0 skipped (output exists), 0 failed by 2 processes" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == sorted([CT_3MM.name, MR_3MM.name, CT_HEAD.name])
+
+
+DICOM = ROOT / "tests" / "data" / "dicom"
+
+
+@pytest.fixture
+def study(tmp_path):
+    """A study as it leaves the archive: one folder per DICOM series (one of them gantry-tilted, which is
+    refused), and a NIfTI beside them."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for series in ("ct_philips_2slices", "mr_sag_3slices", "ct_ge_tilt_2slices"):
+        shutil.copytree(DICOM / series, folder / series)
+    shutil.copy(CT_3MM, folder / CT_3MM.name)
+    return folder
+
+
+def test_a_study_folder_is_processed_series_by_series(study, tmp_path):
+    out = tmp_path / "out"
+    lines = []
+    report = process_folder(study, out, factor=2, method="trilinear", log=lines.append)
+    assert report.count("done") == 3 and report.count("failed") == 1
+    (failed,) = report.failed
+    assert failed["name"].startswith("series 2 ") and "tilted" in failed["message"]
+    assert str(study) not in failed["message"]  # the log line names the series once, not twice
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [CT_3MM.name, "series_202_STD_BRAIN_1MM_iDose.nii.gz", "series_5_SAG_MPRAGE_220_FOV.nii.gz"]
+    )
+    for name, series in (("series_202_STD_BRAIN_1MM_iDose.nii.gz", "ct_philips_2slices"),
+                         ("series_5_SAG_MPRAGE_220_FOV.nii.gz", "mr_sag_3slices")):
+        source, written = read_volume(study / series), read_volume(out / name)
+        assert written.shape == (2 * source.shape[0], *source.shape[1:])
+        assert written.spacing[0] == pytest.approx(source.spacing[0] / 2)
+        assert written.spacing[1:] == pytest.approx(source.spacing[1:])
+    assert any('series 5 "SAG MPRAGE 220 FOV"' in line for line in lines)
+    again = process_folder(study, out, factor=2, method="trilinear", log=_quiet)
+    assert again.count("skipped") == 3 and again.count("done") == 0  # resumable: the names are stable
+
+
+def test_a_study_written_as_new_dicom_series(study, tmp_path):
+    out = tmp_path / "out"
+    report = process_folder(study, out, factor=2, method="trilinear", as_dicom=True, log=_quiet)
+    assert report.count("done") == 3
+    mr = read_volume(out / "series_5_SAG_MPRAGE_220_FOV")
+    source = read_volume(study / "mr_sag_3slices")
+    assert mr.shape == (6, *source.shape[1:]) and mr.metadata["modality"] == "MR"
+    assert read_volume(out / CT_3MM.name.removesuffix(".nii.gz")).shape[0] == 60  # a NIfTI input too
+
+
+def test_the_output_folder_may_not_lie_inside_a_dicom_folder(study):
+    with pytest.raises(CycleINRError, match="inside the DICOM folder"):
+        process_folder(study, study / "out", factor=2, method="trilinear", log=_quiet)
+    assert not (study / "out").exists()
+
+
+def test_cli_takes_a_study_folder_and_keeps_one_series_one_scan(study, tmp_path):
+    result = _cli("upsample", study, "-o", tmp_path / "out", "--factor", "2", "--method", "trilinear")
+    assert result.returncode == 1 and "3 written, 0 skipped (output exists), 1 failed" in result.stderr
+    one = tmp_path / "one"
+    shutil.copytree(DICOM / "ct_philips_2slices", one)
+    result = _cli("upsample", one, "-o", tmp_path / "one.nii.gz", "--factor", "2", "--method", "trilinear")
+    assert result.returncode == 0 and read_volume(tmp_path / "one.nii.gz").shape[0] == 4
+    result = _cli("upsample", study, "-o", tmp_path / "x.nii.gz", "--factor", "2")  # one file out: pick one
+    assert result.returncode == 2 and "--series" in result.stderr
+
+
+def test_series_output_names_are_file_safe_and_tell_parts_apart():
+    from napari_cycleinr.folder_scans import series_file_stem
+
+    assert series_file_stem(202, "STD BRAIN 1MM, iDose", "202") == "series_202_STD_BRAIN_1MM_iDose"
+    assert series_file_stem(5, "T2 / TSE", "5:echo=2") == "series_5_T2_TSE_echo_2"
+    assert series_file_stem(None, "", "1.2.840.1") == "series_1_2_840_1"
+
+
+def test_scans_already_at_the_target_spacing_are_left_out_not_failed(study, tmp_path):
+    lines = []
+    report = process_folder(study, tmp_path / "out", spacing=1.0, method="trilinear", log=lines.append)
+    assert report.count("done") == 1 and report.count("fine") == 2 and report.count("failed") == 1  # the tilt
+    assert "1 written, 0 skipped (output exists), 2 already at the target spacing, 1 failed" in report.summary()
+    assert any("left out, its slices are 0.9 mm apart already" in line for line in lines)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [CT_3MM.name]

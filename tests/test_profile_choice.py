@@ -123,13 +123,16 @@ def test_a_dicom_series_in_and_a_new_series_out(tmp_path):
     assert np.allclose(written.affine, expected.outputs[0].volume.affine, atol=0.01)
 
 
-def test_dicom_options_are_refused_for_a_folder_of_scans(tmp_path, capsys):
+def test_a_folder_of_scans_refuses_series_and_writes_dicom_series_when_asked(tmp_path, capsys):
     folder = tmp_path / "scans"
     folder.mkdir()
     (folder / "a.nii.gz").write_bytes(CT_3MM.read_bytes())
-    assert main(["upsample", str(folder), "-o", str(tmp_path / "out"), "--factor", "2", "--format", "dicom"]) == 2
-    assert "one DICOM series" in capsys.readouterr().err
+    assert main(["upsample", str(folder), "-o", str(tmp_path / "out"), "--factor", "2", "--series", "5"]) == 2
+    assert "--series picks one DICOM series" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    command = ["upsample", str(folder), "-o", str(tmp_path / "out"), "--factor", "2", "--format", "dicom"]
+    assert main([*command, "--method", "tricubic"]) == 0
+    assert read_volume(tmp_path / "out" / "a").shape[0] == 2 * read_volume(CT_3MM).shape[0]  # a new series
 
 
 @pytest.mark.parametrize(("scan", "modality", "weights"), [(CT_3MM, "CT", "mixed"), (MR_3MM, "MR", "mr")])

@@ -1,12 +1,13 @@
 """A folder of scans in, a folder of super-resolved scans out: resumable, one bad file never stops the rest.
 
-Every readable scan (.nii, .nii.gz, .tif, .tiff; hidden files skipped) in the input folder is super-resolved
-into the output folder under the same name. Outputs that already exist are skipped, so a run that crashed or
-was stopped is resumed by starting it again; each output is written atomically (a hidden temporary renamed
-into place), so an existing output is always complete. Started by torchrun with several processes, each rank
-takes every WORLD_SIZE-th file (and, on CUDA, the GPU of its LOCAL_RANK); at the end the ranks meet once
-(a gloo barrier) to add up their results, so every rank exits only after all files are done and reports the
-same outcome.
+Every readable scan in the input folder is super-resolved into the output folder: NIfTI and TIFF files
+(hidden files skipped) under the same name, every DICOM series of a study (folder_scans.py) as
+series_NUMBER_DESCRIPTION.nii.gz (or, as_dicom, a new series folder of that name). Outputs that already
+exist are skipped, so a run that crashed or was stopped is resumed by starting it again; each output is
+written atomically (a hidden temporary renamed into place), so an existing output is always complete. Started
+by torchrun with several processes, each rank takes every WORLD_SIZE-th scan (and, on CUDA, the GPU of its
+LOCAL_RANK); at the end the ranks meet once (a gloo barrier) to add up their results, so every rank exits
+only after all scans are done and reports the same outcome.
 
 No Qt and no napari here; torch is imported only when a folder is processed.
 """
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from napari_cycleinr.errors import Cancelled, CycleINRError
+from napari_cycleinr.folder_scans import InputScan, find_scans, holds_dicom, inside
 from napari_cycleinr.io import is_supported
 from napari_cycleinr.options import check_factor, check_spacing
 from napari_cycleinr.request import Request
@@ -35,9 +38,11 @@ class FileResult:
     source: Path
     target: Path
     status: str
-    """'done', 'skipped' (the output existed) or 'failed'."""
+    """'done', 'skipped' (the output existed), 'fine' (already at the target spacing) or 'failed'."""
     message: str = ""
     seconds: float = 0.0
+    name: str = ""
+    """What the log calls it: the file name, or the DICOM series."""
 
 
 @dataclass
@@ -66,32 +71,29 @@ class BatchReport:
 
     def summary(self) -> str:
         where = f" by {self.world_size} processes" if self.world_size > 1 else ""
+        fine = f"{self.count('fine')} already at the target spacing, " if self.count("fine") else ""
         line = (
-            f"{self.count('done')} written, {self.count('skipped')} skipped (output exists), "
+            f"{self.count('done')} written, {self.count('skipped')} skipped (output exists), {fine}"
             f"{self.count('failed')} failed{where}"
         )
-        return line + "".join(f"\n  failed: {Path(f['source']).name}: {f['message']}" for f in self.failed)
+        return line + "".join(f"\n  failed: {f['name']}: {f['message']}" for f in self.failed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "rank": self.rank,
             "world_size": self.world_size,
             "files": [
-                {"source": str(r.source), "target": str(r.target), "status": r.status, "message": r.message,
-                 "seconds": round(r.seconds, 3)}
+                {
+                    "source": str(r.source),
+                    "name": r.name or r.source.name,
+                    "target": str(r.target),
+                    "status": r.status,
+                    "message": r.message,
+                    "seconds": round(r.seconds, 3),
+                }
                 for r in self.results
             ],
         }
-
-
-def find_scans(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(scans, ignored files) in a folder, sorted by name; hidden files (our temporaries too) are left out."""
-    scans, ignored = [], []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        (scans if is_supported(path) else ignored).append(path)
-    return scans, ignored
 
 
 def check_folders(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -105,6 +107,8 @@ def check_folders(input_dir: str | os.PathLike[str], output_dir: str | os.PathLi
         raise CycleINRError(f"the output {target} exists and is not a folder")
     if target.exists() and target.resolve() == source.resolve():
         raise CycleINRError("the output folder is the input folder; choose another so no scan is overwritten")
+    if inside(target, source) and holds_dicom(source):  # its series are looked for in every sub-folder
+        raise CycleINRError(f"the output folder {target} is inside the DICOM folder {source}; choose one outside it")
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -131,6 +135,7 @@ def process_folder(
     ensemble: bool = False,
     precision: str = "auto",
     texture: float = 0.0,
+    as_dicom: bool = False,
     rank: int | None = None,
     world_size: int | None = None,
     log: Log = print,
@@ -145,7 +150,8 @@ def process_folder(
     data-consistency step to each output; profile (the scans' slice profile) picks the bundled weights when
     model is None or `default`; ensemble runs each scan twice, the second time reversed along z,
     and writes the mean (super_resolve); texture gives every output slice its own draw of the scan's noise,
-    this many times the acquired level (texture.py).
+    this many times the acquired level (texture.py); as_dicom writes every output as a new DICOM series (a
+    folder; a NIfTI or TIFF input's joins a new study, as write_dicom_series says).
     """
     from napari_cycleinr import pipeline
     from napari_cycleinr.model.distributed import rank_and_world, shard
@@ -161,16 +167,16 @@ def process_folder(
         request = _rank_placement(request, rank, int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
     engine = pipeline.prepare(request)
 
-    scans, ignored = find_scans(source_dir)
+    scans, ignored = find_scans(source_dir, as_series=as_dicom)
     mine = shard(scans, rank, world_size)
     report = BatchReport(rank=rank, world_size=world_size, ignored=ignored)
     prefix = f"[rank {rank}] " if world_size > 1 else ""
     if not scans:
-        log(f"{prefix}no scans (.nii, .nii.gz, .tif, .tiff) in {source_dir}")
-    for number, path in enumerate(mine, start=1):
-        head = f"{prefix}[{number}/{len(mine)}] {path.name}"
-        output = target_dir / path.name
-        done, said = _process_one(path, output, request, engine, (kind, value), axis, overwrite, cancel)
+        log(f"{prefix}no scans (.nii, .nii.gz, .tif, .tiff or DICOM series) in {source_dir}")
+    for number, scan in enumerate(mine, start=1):
+        head = f"{prefix}[{number}/{len(mine)}] {scan.label}"
+        output = target_dir / scan.output_name
+        done, said = _process_one(scan, output, request, engine, (kind, value), axis, overwrite, as_dicom, cancel)
         report.results.append(done)
         log(head + said)
     if from_torchrun and world_size > 1:
@@ -179,37 +185,61 @@ def process_folder(
 
 
 def _process_one(
-    path: Path,
+    scan: InputScan,
     output: Path,
     request: Request,
     engine: Any,
     asked: tuple[str, float],
     axis: str | None,
     overwrite: bool,
+    as_series: bool,
     cancel: Callable[[], bool] | None,
 ) -> tuple[FileResult, str]:
     """One scan: skipped if its output exists, else read, super-resolved on its own grid and written; a
     failure is recorded, not raised (a cancel is). Returns the result and the end of its log line."""
     from napari_cycleinr import pipeline
-    from napari_cycleinr.io import read_volume, write_volume
     from napari_cycleinr.request import target
 
     if output.exists() and not overwrite:
-        return FileResult(path, output, "skipped", "the output exists"), f": skipped, {output} exists"
+        return FileResult(scan.source, output, "skipped", "the output exists", name=scan.label), (
+            f": skipped, {output} exists"
+        )
     started = time.perf_counter()
     try:
-        volume = read_volume(path, axis=axis)
+        volume = scan.read(axis)
+        if asked[0] == "spacing" and asked[1] >= volume.spacing[0]:  # nothing to do: not a failure of the scan
+            said = f"its slices are {volume.spacing[0]:g} mm apart already, not coarser than {asked[1]:g} mm"
+            return FileResult(scan.source, output, "fine", said, name=scan.label), f": left out, {said}"
+        if as_series:  # a bad destination is reported before the work
+            from napari_cycleinr.io.dicom import check_series_destination
+
+            check_series_destination(volume, output, refuse=[scan.source], overwrite=overwrite)
         planned = request.with_targets([target(volume.shape[0], volume.spacing[0], *asked)])
-        result = pipeline.run(planned, volume, cancel=cancel, engine=engine).outputs[0].volume
-        write_volume(result, output, refuse=[path])
+        done = pipeline.run(planned, volume, cancel=cancel, engine=engine)
+        result = done.outputs[0].volume
+        _write(result, output, scan.source, as_series, overwrite)
     except (Cancelled, KeyboardInterrupt):
         raise
     except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
-        message = _one_line(error)
-        return FileResult(path, output, "failed", message, time.perf_counter() - started), f": FAILED: {message}"
+        message = _one_line(error).removeprefix(f"{scan.source}: {scan.label}: ")  # the log line names it
+        seconds = time.perf_counter() - started
+        return FileResult(scan.source, output, "failed", message, seconds, scan.label), f": FAILED: {message}"
     seconds = time.perf_counter() - started
     said = f" -> {output}: {volume.shape[0]} -> {result.shape[0]} slices in {seconds:.1f} s"
-    return FileResult(path, output, "done", "", seconds), said
+    if done.slice_profile is not None:
+        said += f"; {done.slice_profile.describe()}"
+    return FileResult(scan.source, output, "done", "", seconds, scan.label), said
+
+
+def _write(result: Any, output: Path, source: Path, as_series: bool, overwrite: bool) -> None:
+    if as_series:
+        from napari_cycleinr.io.dicom import write_dicom_series
+
+        write_dicom_series(result, output, refuse=[source], overwrite=overwrite)
+    else:
+        from napari_cycleinr.io import write_volume
+
+        write_volume(result, output, refuse=[source])
 
 
 def _target_kind(factor: float | None, spacing: float | None) -> tuple[str, float]:

@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("upsample", help="super-resolve a volume along z")
-    _volume_arguments(up, "a .nii, .nii.gz, .tif or .tiff volume, or a folder of them", "or folder")
+    _volume_arguments(up, "a .nii, .nii.gz, .tif or .tiff volume, a DICOM series (its folder or a file of it), "
+                      "or a folder of scans: NIfTI and TIFF files, DICOM series (a study), or both", "or folder")
     up.add_argument(
         "--method", default="cycleinr", choices=METHODS, help="cycleinr (the model, the default), or trilinear or "
         "tricubic interpolation onto the same output grid, as a baseline to compare with",
@@ -252,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(run=cmd_upsample)
 
     ad = sub.add_parser("adapt", help="fine-tune the model on this scan's own in-plane data, then super-resolve z")
-    _volume_arguments(ad, "a .nii, .nii.gz, .tif or .tiff volume", "")
+    _volume_arguments(ad, "a .nii, .nii.gz, .tif or .tiff volume, or a DICOM series (its folder or a file of it)", "")
     ad.add_argument(
         "--minutes", type=float, default=ADAPT_MINUTES, help=f"time budget of the fine-tuning (default {ADAPT_MINUTES:g})"
     )

@@ -44,8 +44,20 @@ def _folder_of_scans(path: str) -> bool:
     return Path(path).is_dir() and not looks_like_dicom(path)
 
 
+def _study(args: argparse.Namespace) -> bool:
+    """A DICOM folder to process series by series: no --series, -o a folder, and more than one scan in it
+    (several series, or series beside NIfTI or TIFF files). One series stays one scan, written where -o says."""
+    from napari_cycleinr.folder_scans import find_scans
+    from napari_cycleinr.io import is_supported
+
+    if args.series or is_supported(args.output) or not Path(args.input).is_dir():
+        return False
+    scans, _ = find_scans(Path(args.input))
+    return len(scans) > 1
+
+
 def cmd_upsample(args: argparse.Namespace) -> int:
-    if _folder_of_scans(args.input):
+    if _folder_of_scans(args.input) or _study(args):
         return _upsample_folder(args)
     return _upsample_file(args, adapt=False)
 
@@ -201,9 +213,8 @@ def _upsample_folder(args: argparse.Namespace) -> int:
     _check_consistency_arguments(args)
     if args.reference:
         raise CycleINRError("--reference compares one output with one thin scan: give a file, not a folder")
-    if args.series or args.format == "dicom":
-        raise CycleINRError("--series and --format dicom work on one DICOM series: give its folder or one of its "
-                            "files, not a folder of scans")
+    if args.series:
+        raise CycleINRError("--series picks one DICOM series: give the folder that holds it, not a folder of scans")
 
     report = process_folder(
         args.input,
@@ -227,6 +238,7 @@ def _upsample_folder(args: argparse.Namespace) -> int:
         ),
         ensemble=args.ensemble,
         texture=args.texture,
+        as_dicom=args.format == "dicom",
         log=(lambda line: None) if args.quiet else (lambda line: print(line, flush=True)),
     )
     if report.rank == 0:  # under torchrun the ranks have pooled their results; one summary is enough
