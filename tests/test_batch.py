@@ -201,6 +201,7 @@ def test_a_study_written_as_new_dicom_series(study, tmp_path):
     mr = read_volume(out / "series_5_SAG_MPRAGE_220_FOV")
     source = read_volume(study / "mr_sag_3slices")
     assert mr.shape == (6, *source.shape[1:]) and mr.metadata["modality"] == "MR"
+    assert mr.metadata["dicom"]["SeriesDescription"] == "Trilinear 0.9->0.45 mm"  # not called the model's
     assert read_volume(out / CT_3MM.name.removesuffix(".nii.gz")).shape[0] == 60  # a NIfTI input too
 
 

@@ -270,11 +270,14 @@ def _output_thickness(volume: Volume) -> float:
 
 
 def default_description(volume: Volume) -> str:
-    """'CycleINR 5->1.25 mm' for a super-resolved volume, else 'CycleINR 1.25 mm'."""
+    """'CycleINR 5->1.25 mm' for a super-resolved volume ('Tricubic 5->1.25 mm' for an interpolation: the
+    archive must not call a baseline the model's), else 'CycleINR 1.25 mm'."""
     record = volume.metadata.get("super_resolution") or {}
+    method = str(record.get("method") or "cycleinr")
+    name = "CycleINR" if method == "cycleinr" else method.capitalize()
     if record.get("spacing_in_mm") and record.get("spacing_out_mm"):
-        return f"CycleINR {float(record['spacing_in_mm']):.3g}->{float(record['spacing_out_mm']):.3g} mm"
-    return f"CycleINR {volume.spacing[0]:.3g} mm"
+        return f"{name} {float(record['spacing_in_mm']):.3g}->{float(record['spacing_out_mm']):.3g} mm"
+    return f"{name} {volume.spacing[0]:.3g} mm"
 
 
 def _derivation(volume: Volume) -> str:
