@@ -196,7 +196,7 @@ def test_a_study_folder_is_processed_series_by_series(study, tmp_path):
 
 def test_a_study_written_as_new_dicom_series(study, tmp_path):
     out = tmp_path / "out"
-    report = process_folder(study, out, factor=2, method="trilinear", as_dicom=True, log=_quiet)
+    report = process_folder(study, out, factor=2, method="trilinear", output_format="dicom", log=_quiet)
     assert report.count("done") == 3
     mr = read_volume(out / "series_5_SAG_MPRAGE_220_FOV")
     source = read_volume(study / "mr_sag_3slices")
@@ -214,6 +214,11 @@ def test_the_output_folder_may_not_lie_inside_a_dicom_folder(study):
 def test_cli_takes_a_study_folder_and_keeps_one_series_one_scan(study, tmp_path):
     result = _cli("upsample", study, "-o", tmp_path / "out", "--factor", "2", "--method", "trilinear")
     assert result.returncode == 1 and "3 written, 0 skipped (output exists), 1 failed" in result.stderr
+    result = _cli("upsample", study, "-o", tmp_path / "tiff", "--factor", "2", "--method", "trilinear",
+                  "--format", "tiff")
+    assert sorted(p.name for p in (tmp_path / "tiff").iterdir()) == sorted(
+        [CT_3MM.name, "series_202_STD_BRAIN_1MM_iDose.tif", "series_5_SAG_MPRAGE_220_FOV.tif"]
+    )
     one = tmp_path / "one"
     shutil.copytree(DICOM / "ct_philips_2slices", one)
     result = _cli("upsample", one, "-o", tmp_path / "one.nii.gz", "--factor", "2", "--method", "trilinear")

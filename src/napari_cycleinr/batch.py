@@ -2,7 +2,7 @@
 
 Every readable scan in the input folder is super-resolved into the output folder: NIfTI and TIFF files
 (hidden files skipped) under the same name, every DICOM series of a study (folder_scans.py) as
-series_NUMBER_DESCRIPTION.nii.gz (or, as_dicom, a new series folder of that name). Outputs that already
+series_NUMBER_DESCRIPTION.nii.gz (.tif, or a new series folder of that name, by output_format). Outputs that already
 exist are skipped, so a run that crashed or was stopped is resumed by starting it again; each output is
 written atomically (a hidden temporary renamed into place), so an existing output is always complete. Started
 by torchrun with several processes, each rank takes every WORLD_SIZE-th scan (and, on CUDA, the GPU of its
@@ -135,7 +135,7 @@ def process_folder(
     ensemble: bool = False,
     precision: str = "auto",
     texture: float = 0.0,
-    as_dicom: bool = False,
+    output_format: str | None = None,
     rank: int | None = None,
     world_size: int | None = None,
     log: Log = print,
@@ -150,8 +150,9 @@ def process_folder(
     data-consistency step to each output; profile (the scans' slice profile) picks the bundled weights when
     model is None or `default`; ensemble runs each scan twice, the second time reversed along z,
     and writes the mean (super_resolve); texture gives every output slice its own draw of the scan's noise,
-    this many times the acquired level (texture.py); as_dicom writes every output as a new DICOM series (a
-    folder; a NIfTI or TIFF input's joins a new study, as write_dicom_series says).
+    this many times the acquired level (texture.py); output_format 'dicom' writes every output as a new DICOM
+    series (a folder; a NIfTI or TIFF input's joins a new study, as write_dicom_series says), 'tiff' a DICOM
+    series' as TIFF (default NIfTI; NIfTI and TIFF inputs keep their format).
     """
     from napari_cycleinr import pipeline
     from napari_cycleinr.model.distributed import rank_and_world, shard
@@ -167,7 +168,7 @@ def process_folder(
         request = _rank_placement(request, rank, int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
     engine = pipeline.prepare(request)
 
-    scans, ignored = find_scans(source_dir, as_series=as_dicom)
+    scans, ignored = find_scans(source_dir, output_format)
     mine = shard(scans, rank, world_size)
     report = BatchReport(rank=rank, world_size=world_size, ignored=ignored)
     prefix = f"[rank {rank}] " if world_size > 1 else ""
@@ -176,7 +177,7 @@ def process_folder(
     for number, scan in enumerate(mine, start=1):
         head = f"{prefix}[{number}/{len(mine)}] {scan.label}"
         output = target_dir / scan.output_name
-        done, said = _process_one(scan, output, request, engine, (kind, value), axis, overwrite, as_dicom, cancel)
+        done, said = _process_one(scan, output, request, engine, (kind, value), axis, overwrite, output_format == "dicom", cancel)
         report.results.append(done)
         log(head + said)
     if from_torchrun and world_size > 1:

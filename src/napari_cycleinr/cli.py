@@ -198,7 +198,8 @@ def _volume_arguments(parser: argparse.ArgumentParser, what: str, or_folder: str
     parser.add_argument(
         "--format", choices=["nifti", "tiff", "dicom"],
         help="dicom: write OUTPUT as a folder holding a new DICOM series of the input's study (default: from the "
-        "output's suffix)",
+        "output's suffix). A folder of scans: what its DICOM series become (default nifti; dicom: every output "
+        "a new series)",
     )
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="print no progress bar and no lines about what was written; "

@@ -238,7 +238,7 @@ def _upsample_folder(args: argparse.Namespace) -> int:
         ),
         ensemble=args.ensemble,
         texture=args.texture,
-        as_dicom=args.format == "dicom",
+        output_format=args.format,
         log=(lambda line: None) if args.quiet else (lambda line: print(line, flush=True)),
     )
     if report.rank == 0:  # under torchrun the ranks have pooled their results; one summary is enough

@@ -17,8 +17,8 @@ from pathlib import Path
 from napari_cycleinr.io import file_suffix, is_supported
 from napari_cycleinr.volume import Volume
 
-DICOM_OUTPUT_SUFFIX = ".nii.gz"
-"""A DICOM series becomes NIfTI in a folder run, unless --format dicom asks for new series (folders)."""
+SERIES_OUTPUT_SUFFIX = {"nifti": ".nii.gz", "tiff": ".tif", "dicom": ""}
+"""What a DICOM series becomes in a folder run, by --format (default nifti; dicom: a new series, a folder)."""
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,14 @@ def holds_dicom(folder: Path) -> bool:
     return looks_like_dicom(folder)
 
 
-def find_scans(folder: Path, as_series: bool = False) -> tuple[list[InputScan], list[Path]]:
+def find_scans(folder: Path, output_format: str | None = None) -> tuple[list[InputScan], list[Path]]:
     """(scans, ignored files) in a folder: its NIfTI and TIFF files by name, then, if it holds DICOM, every image
     stack of its DICOM files (sub-folders too) in series order. Hidden files (our temporaries too) are left
-    out. as_series: name every output as a folder (a new DICOM series): the file's name without its suffix,
-    the series' name; else a file: the same name, the series' name + .nii.gz."""
+    out. output_format 'dicom' names every output as a folder (a new DICOM series): the file's name without
+    its suffix, the series' name; else a file keeps its name, a series' name takes SERIES_OUTPUT_SUFFIX."""
     from napari_cycleinr.io import read_volume
 
+    as_series = output_format == "dicom"
     files, ignored = [], []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
@@ -61,12 +62,12 @@ def find_scans(folder: Path, as_series: bool = False) -> tuple[list[InputScan], 
         return files, ignored
     from napari_cycleinr.io.dicom import is_dicom_file
 
-    series = dicom_series(folder, as_series)
+    series = dicom_series(folder, SERIES_OUTPUT_SUFFIX[output_format or "nifti"])
     return files + series, [path for path in ignored if not is_dicom_file(path)]
 
 
-def dicom_series(folder: Path, as_series: bool) -> list[InputScan]:
-    """Every image stack of the folder's DICOM files, each with a unique output name."""
+def dicom_series(folder: Path, suffix: str) -> list[InputScan]:
+    """Every image stack of the folder's DICOM files, each with a unique output name (+ suffix)."""
     from napari_cycleinr.io.dicom.read import read_stack as read
     from napari_cycleinr.io.dicom.read import scan_path
     from napari_cycleinr.io.dicom.series import group_series
@@ -74,7 +75,6 @@ def dicom_series(folder: Path, as_series: bool) -> list[InputScan]:
     scan, where, _ = scan_path(folder)
     stacks = group_series(scan)
     names = [series_file_stem(stack.number, stack.description, stack.key) for stack in stacks]
-    suffix = "" if as_series else DICOM_OUTPUT_SUFFIX
     return [
         InputScan(
             where,
