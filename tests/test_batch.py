@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from napari_cycleinr.batch import process_folder
-from napari_cycleinr.folder_scans import find_scans
 from napari_cycleinr.errors import Cancelled, CycleINRError
+from napari_cycleinr.folder_scans import find_scans
 from napari_cycleinr.io import read_volume
 from tests.conftest import CT_3MM, CT_HEAD, MR_3MM
 
@@ -242,3 +242,11 @@ def test_scans_already_at_the_target_spacing_are_left_out_not_failed(study, tmp_
     assert "1 written, 0 skipped (output exists), 2 already at the target spacing, 1 failed" in report.summary()
     assert any("left out, its slices are 0.9 mm apart already" in line for line in lines)
     assert [p.name for p in (tmp_path / "out").iterdir()] == [CT_3MM.name]
+
+
+def test_a_cd_export_nesting_its_series_four_levels_down_is_a_study(tmp_path):
+    export = tmp_path / "cd"
+    for series in ("ct_philips_2slices", "mr_sag_3slices"):
+        shutil.copytree(DICOM / series, export / "DICOM" / "PAT1" / "STUDY1" / series)
+    report = process_folder(export, tmp_path / "out", factor=2, method="trilinear", log=_quiet)
+    assert report.count("done") == 2 and report.count("failed") == 0

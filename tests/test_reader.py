@@ -133,6 +133,9 @@ def test_get_reader_takes_dicom_folders_and_files_but_not_other_folders(tmp_path
     (tmp_path / "pictures" / "a.png").write_bytes(b"\x89PNG")
     for path in (tmp_path / "pictures", tmp_path, tmp_path / "pictures" / "a.png"):
         assert napari_get_reader(str(path)) is None, path
+    export = tmp_path / "cd" / "DICOM" / "PAT1" / "STUDY1" / "SER1"  # as a CD or archive export nests them
+    shutil.copytree(DICOM / "ct_philips_2slices", export)
+    assert callable(napari_get_reader(str(tmp_path / "cd")))
 
 
 def test_dicom_layer_matches_its_nifti_twin_and_carries_the_thickness():

@@ -59,7 +59,7 @@ def read_files(path: PathOrPaths) -> list[LayerDataTuple]:
 
 
 def is_dicom_path(path: Path) -> bool:
-    """A DICOM file, or a folder with a DICOM file among its first files (itself or one level down)."""
+    """A DICOM file, or a folder with a DICOM file among its first files (down to a CD export's series folders)."""
     from napari_cycleinr.io.dicom import looks_like_dicom
 
     return looks_like_dicom(path, peek=DICOM_PEEK)

@@ -83,8 +83,14 @@ def is_dicom_file(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+LOOK_DEPTH = 5
+"""How many folder levels looks_like_dicom goes down: a CD or archive export nests its slices as
+DICOM/PATIENT/STUDY/SERIES/IM0001 under the folder the user points at."""
+
+
 def looks_like_dicom(path: str | os.PathLike[str], peek: int = 64) -> bool:
-    """A DICOM file, or a folder with a DICOM file among its first `peek` files (itself or one level down).
+    """A DICOM file, or a folder with a DICOM file among the first `peek` files met going down level by level
+    (itself first, at most LOOK_DEPTH levels and 4 x peek folders).
 
     Reads the first bytes of a few files only, never raises: what the napari reader and the command line
     ask before treating a folder as a series rather than a folder of scans.
@@ -97,16 +103,24 @@ def looks_like_dicom(path: str | os.PathLike[str], peek: int = 64) -> bool:
             return not is_supported(path) and is_dicom_file(path)
         if not path.is_dir():
             return False
-        looked = 0
-        subfolders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for folder in (path, *subfolders):
-            for file in sorted(folder.iterdir()):
-                if file.is_file() and not file.name.startswith("."):
-                    if is_dicom_file(file):
-                        return True
-                    looked += 1
-                    if looked >= peek:
-                        return False
+        looked, level, folders_seen = 0, [path], 0
+        for _ in range(LOOK_DEPTH + 1):
+            below = []
+            for folder in level:
+                folders_seen += 1
+                if folders_seen > 4 * peek:
+                    return False
+                entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+                for entry in entries:
+                    if entry.is_dir() and not entry.is_symlink():
+                        below.append(entry)
+                    elif entry.is_file():
+                        if is_dicom_file(entry):
+                            return True
+                        looked += 1
+                        if looked >= peek:
+                            return False
+            level = below
     except OSError:
         return False
     return False
