@@ -2,11 +2,11 @@
 
 Every readable scan in the input folder is super-resolved into the output folder: NIfTI and TIFF files
 (hidden files skipped) under the same name, every DICOM series of a study (folder_scans.py) as
-series_NUMBER_DESCRIPTION.nii.gz (.tif, or a new series folder of that name, by output_format). Outputs that already
-exist are skipped, so a run that crashed or was stopped is resumed by starting it again; each output is
-written atomically (a hidden temporary renamed into place), so an existing output is always complete. Started
-by torchrun with several processes, each rank takes every WORLD_SIZE-th scan (and, on CUDA, the GPU of its
-LOCAL_RANK); at the end the ranks meet once (a gloo barrier) to add up their results, so every rank exits
+series_NUMBER_DESCRIPTION.nii.gz (.tif, or a new series folder of that name, by output_format). Outputs that
+already exist are skipped, so a run that crashed or was stopped is resumed by starting it again; each output
+is written atomically (a hidden temporary renamed into place), so an existing output is always complete.
+Started by torchrun with several processes, each rank takes every WORLD_SIZE-th scan (and, on CUDA, the GPU of
+its LOCAL_RANK); at the end the ranks meet once (a gloo barrier) to add up their results, so every rank exits
 only after all scans are done and reports the same outcome.
 
 No Qt and no napari here; torch is imported only when a folder is processed.
@@ -108,7 +108,9 @@ def check_folders(input_dir: str | os.PathLike[str], output_dir: str | os.PathLi
     if target.exists() and target.resolve() == source.resolve():
         raise CycleINRError("the output folder is the input folder; choose another so no scan is overwritten")
     if inside(target, source) and holds_dicom(source):  # its series are looked for in every sub-folder
-        raise CycleINRError(f"the output folder {target} is inside the DICOM folder {source}; choose one outside it")
+        raise CycleINRError(
+            f"the output folder {target} is inside the DICOM folder {source}; choose one outside it"
+        )
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -136,6 +138,7 @@ def process_folder(
     precision: str = "auto",
     texture: float = 0.0,
     output_format: str | None = None,
+    found: tuple[list[InputScan], list[Path]] | None = None,
     rank: int | None = None,
     world_size: int | None = None,
     log: Log = print,
@@ -152,7 +155,8 @@ def process_folder(
     and writes the mean (super_resolve); texture gives every output slice its own draw of the scan's noise,
     this many times the acquired level (texture.py); output_format 'dicom' writes every output as a new DICOM
     series (a folder; a NIfTI or TIFF input's joins a new study, as write_dicom_series says), 'tiff' a DICOM
-    series' as TIFF (default NIfTI; NIfTI and TIFF inputs keep their format).
+    series' as TIFF (default NIfTI; NIfTI and TIFF inputs keep their format). found: what
+    find_scans(input_dir, output_format) returned, where the caller has already read the folder's headers.
     """
     from napari_cycleinr import pipeline
     from napari_cycleinr.model.distributed import rank_and_world, shard
@@ -168,7 +172,7 @@ def process_folder(
         request = _rank_placement(request, rank, int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
     engine = pipeline.prepare(request)
 
-    scans, ignored = find_scans(source_dir, output_format)
+    scans, ignored = found if found is not None else find_scans(source_dir, output_format)
     mine = shard(scans, rank, world_size)
     report = BatchReport(rank=rank, world_size=world_size, ignored=ignored)
     prefix = f"[rank {rank}] " if world_size > 1 else ""
@@ -177,7 +181,10 @@ def process_folder(
     for number, scan in enumerate(mine, start=1):
         head = f"{prefix}[{number}/{len(mine)}] {scan.label}"
         output = target_dir / scan.output_name
-        done, said = _process_one(scan, output, request, engine, (kind, value), axis, overwrite, output_format == "dicom", cancel)
+        as_series = output_format == "dicom"
+        done, said = _process_one(
+            scan, output, request, engine, (kind, value), axis, overwrite, as_series, cancel
+        )
         report.results.append(done)
         log(head + said)
     if from_torchrun and world_size > 1:
@@ -208,7 +215,7 @@ def _process_one(
     started = time.perf_counter()
     try:
         volume = scan.read(axis)
-        if asked[0] == "spacing" and asked[1] >= volume.spacing[0]:  # nothing to do: not a failure of the scan
+        if asked[0] == "spacing" and asked[1] >= volume.spacing[0]:  # nothing to do, not a failure
             said = f"its slices are {volume.spacing[0]:g} mm apart already, not coarser than {asked[1]:g} mm"
             return FileResult(scan.source, output, "fine", said, name=scan.label), f": left out, {said}"
         if as_series:  # a bad destination is reported before the work

@@ -44,21 +44,25 @@ def _folder_of_scans(path: str) -> bool:
     return Path(path).is_dir() and not looks_like_dicom(path)
 
 
-def _study(args: argparse.Namespace) -> bool:
+def _study(args: argparse.Namespace):
     """A DICOM folder to process series by series: no --series, -o a folder, and more than one scan in it
-    (several series, or series beside NIfTI or TIFF files). One series stays one scan, written where -o says."""
+    (several series, or series beside NIfTI or TIFF files); its scans as find_scans found them (the folder run
+    takes them, so the headers are read once), else None. One series stays one scan, written where -o says."""
     from napari_cycleinr.folder_scans import find_scans
     from napari_cycleinr.io import is_supported
 
     if args.series or is_supported(args.output) or not Path(args.input).is_dir():
-        return False
-    scans, _ = find_scans(Path(args.input))
-    return len(scans) > 1
+        return None
+    found = find_scans(Path(args.input), args.format)
+    return found if len(found[0]) > 1 else None
 
 
 def cmd_upsample(args: argparse.Namespace) -> int:
-    if _folder_of_scans(args.input) or _study(args):
+    if _folder_of_scans(args.input):
         return _upsample_folder(args)
+    study = _study(args)
+    if study is not None:
+        return _upsample_folder(args, study)
     return _upsample_file(args, adapt=False)
 
 
@@ -205,7 +209,7 @@ def _check_consistency_arguments(args: argparse.Namespace) -> None:
         raise CycleINRError("--consistency-smoothing changes the --consistency step: add --consistency")
 
 
-def _upsample_folder(args: argparse.Namespace) -> int:
+def _upsample_folder(args: argparse.Namespace, found=None) -> int:
     """`upsample DIR -o OUTDIR`: every scan of DIR; exit 0 if all were written or skipped, 1 if any failed."""
     from napari_cycleinr.batch import process_folder
     from napari_cycleinr.model.consistency import ConsistencyOptions
@@ -239,6 +243,7 @@ def _upsample_folder(args: argparse.Namespace) -> int:
         ensemble=args.ensemble,
         texture=args.texture,
         output_format=args.format,
+        found=found,
         log=(lambda line: None) if args.quiet else (lambda line: print(line, flush=True)),
     )
     if report.rank == 0:  # under torchrun the ranks have pooled their results; one summary is enough

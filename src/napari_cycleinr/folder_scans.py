@@ -40,10 +40,11 @@ def holds_dicom(folder: Path) -> bool:
 
 
 def find_scans(folder: Path, output_format: str | None = None) -> tuple[list[InputScan], list[Path]]:
-    """(scans, ignored files) in a folder: its NIfTI and TIFF files by name, then, if it holds DICOM, every image
-    stack of its DICOM files (sub-folders too) in series order. Hidden files (our temporaries too) are left
-    out. output_format 'dicom' names every output as a folder (a new DICOM series): the file's name without
-    its suffix, the series' name; else a file keeps its name, a series' name takes SERIES_OUTPUT_SUFFIX."""
+    """(scans, ignored files) in a folder: its NIfTI and TIFF files by name, then, if it holds DICOM, every
+    image stack of its DICOM files (sub-folders too) in series order. Hidden files (our temporaries too) are
+    left out. output_format 'dicom' names every output as a folder (a new DICOM series): the file's name
+    without its suffix, the series' name; else a file keeps its name, a series' name takes
+    SERIES_OUTPUT_SUFFIX."""
     from napari_cycleinr.io import read_volume
 
     as_series = output_format == "dicom"
