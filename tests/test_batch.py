@@ -1,6 +1,7 @@
 """Folders of scans: every readable scan processed, existing outputs skipped (resume), failures reported per
 file without stopping, atomic outputs, and the files split across torchrun ranks."""
 
+import io
 import os
 import shutil
 import subprocess
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from napari_cycleinr.batch import process_folder
-from napari_cycleinr.errors import Cancelled, CycleINRError
+from napari_cycleinr.boundary import EXIT_INTERRUPTED, run_guarded
+from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.folder_scans import find_scans
 from napari_cycleinr.io import read_volume
 from tests.conftest import CT_3MM, CT_HEAD, MR_3MM
@@ -83,9 +85,14 @@ def test_a_rerun_skips_finished_outputs_and_resumes_after_a_crash(folder, tmp_pa
         calls.append(1)
         return (out / CT_3MM.name).exists()
 
-    with pytest.raises(Cancelled):
-        process_folder(folder, out, factor=2, model=tiny_checkpoint, device="cpu", log=_quiet,
-                       cancel=crash_in_second_file)
+    said = io.StringIO()
+    code = run_guarded(lambda: process_folder(folder, out, factor=2, model=tiny_checkpoint, device="cpu",
+                                              log=_quiet, cancel=crash_in_second_file), stderr=said)
+    assert code == EXIT_INTERRUPTED  # and the line says what the stop kept, not "nothing was written"
+    assert said.getvalue() == (
+        f"cycleinr: cancelled; 1 scan was finished and written to {out}, the one in progress left nothing; run "
+        "the same command again to go on (finished scans are skipped)\n"
+    )
     finished = out / CT_3MM.name
     assert finished.exists() and not (out / MR_3MM.name).exists()
     assert [p.name for p in out.iterdir()] == [CT_3MM.name]  # the interrupted output left nothing behind

@@ -178,15 +178,24 @@ def process_folder(
     prefix = f"[rank {rank}] " if world_size > 1 else ""
     if not scans:
         log(f"{prefix}no scans (.nii, .nii.gz, .tif, .tiff or DICOM series) in {source_dir}")
-    for number, scan in enumerate(mine, start=1):
-        head = f"{prefix}[{number}/{len(mine)}] {scan.label}"
-        output = target_dir / scan.output_name
-        as_series = output_format == "dicom"
-        done, said = _process_one(
-            scan, output, request, engine, (kind, value), axis, overwrite, as_series, cancel
-        )
-        report.results.append(done)
-        log(head + said)
+    try:
+        for number, scan in enumerate(mine, start=1):
+            head = f"{prefix}[{number}/{len(mine)}] {scan.label}"
+            output = target_dir / scan.output_name
+            as_series = output_format == "dicom"
+            done, said = _process_one(
+                scan, output, request, engine, (kind, value), axis, overwrite, as_series, cancel
+            )
+            report.results.append(done)
+            log(head + said)
+    except (Cancelled, KeyboardInterrupt) as stop:
+        written = sum(result.status == "done" for result in report.results)
+        if written:  # the boundary's line must not say "nothing was written" over finished scans
+            stop.kept = (
+                f"{written} scan{'s were' if written > 1 else ' was'} finished and written to {target_dir}, the "
+                "one in progress left nothing; run the same command again to go on (finished scans are skipped)"
+            )
+        raise
     if from_torchrun and world_size > 1:
         report.everyone = _gather(report.to_dict(), rank, world_size)
     return report

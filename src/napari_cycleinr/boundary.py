@@ -11,6 +11,9 @@
 | OSError (disk, permissions)     | `cycleinr: error: <file>: <system reason>`              | 2    |
 | Cancelled, Ctrl-C (SIGINT)      | `cycleinr: interrupted; nothing was written`            | 130  |
 | SIGTERM                         | `cycleinr: terminated; nothing was written`             | 143  |
+
+A folder run stopped after some scans are finished says so instead of "nothing was written" (the exception's
+`kept` note): those outputs are complete, the one in progress left no file.
 | anything else (a bug)           | `cycleinr: internal error in <command> (<where>) ...`   | 1    |
 
 The traceback of a bug is printed only with `debug=True` or CYCLEINR_DEBUG=1. SIGTERM is turned into an
@@ -74,17 +77,23 @@ def run_guarded(
             return int(run() or 0)
         except CycleINRError as error:
             return _say(stream, f"error: {one_line(error)}", EXIT_USER_ERROR)
-        except Cancelled:
-            return _say(stream, "cancelled; nothing was written", EXIT_INTERRUPTED)
-        except Terminated:
-            return _say(stream, "terminated; nothing was written", EXIT_TERMINATED)
-        except KeyboardInterrupt:
+        except Cancelled as stop:
+            return _say(stream, f"cancelled; {_kept(stop)}", EXIT_INTERRUPTED)
+        except Terminated as stop:
+            return _say(stream, f"terminated; {_kept(stop)}", EXIT_TERMINATED)
+        except KeyboardInterrupt as stop:
             print(file=stream)  # off the ^C echo
-            return _say(stream, "interrupted; nothing was written", EXIT_INTERRUPTED)
+            return _say(stream, f"interrupted; {_kept(stop)}", EXIT_INTERRUPTED)
         except Exception as error:  # noqa: BLE001 - the one place every failure is turned into a line
             if debug:
                 traceback.print_exc(file=stream)
             return _unexpected(error, command, stream)
+
+
+def _kept(stop: BaseException) -> str:
+    """What a stopped command leaves: its `kept` note where it finished some outputs (a folder run), else
+    nothing (every write is atomic)."""
+    return getattr(stop, "kept", None) or "nothing was written"
 
 
 def one_line(error: BaseException | str) -> str:
