@@ -204,9 +204,12 @@ def test_evaluate_prints_a_table_and_writes_json_and_plot(tmp_path, tiny_checkpo
 
 def test_evaluate_takes_bundled_weights_by_name_and_names_them_when_refusing(tmp_path):
     report = tmp_path / "r.json"
-    result = cycleinr("evaluate", CT_3MM, "--factor", "2", "--methods", "tricubic,mixed", "--json", report)
+    typed = CT_3MM.relative_to(ROOT)
+    result = cycleinr("evaluate", typed, "--factor", "2", "--methods", "tricubic,mixed", "--json", report, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    scores = json.loads(report.read_text())["results"][0]["methods"]
+    scored = json.loads(report.read_text())["results"][0]
+    assert scored["reference"] == str(typed)  # as typed, not this machine's absolute path
+    scores = scored["methods"]
     assert set(scores) == {"tricubic", "mixed"} and scores["mixed"]["psnr"] > scores["tricubic"]["psnr"]
     refused = cycleinr("evaluate", CT_3MM, "--factor", "2", "--methods", "tricubic,mixd")
     assert refused.returncode == 2 and "mixd" in refused.stderr and "average_mr" in refused.stderr, refused.stderr

@@ -81,13 +81,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for reference in args.references:
         volume = read_volume(reference, axis=args.axis)
         for factor in _parse_factors(args.factor):
-            results.append(
-                evaluate_volume(
-                    volume, factor, args.degradation, models, methods, args.modality, device,
-                    consistency=args.consistency, ensemble=args.ensemble,
-                    choose=choose,
-                )
+            scored = evaluate_volume(
+                volume, factor, args.degradation, models, methods, args.modality, device,
+                consistency=args.consistency, ensemble=args.ensemble, choose=choose,
             )
+            scored["reference"] = str(reference)  # as typed: committed JSON names no one's home folder
+            results.append(scored)
     print(format_table(results))
     if args.json:
         from napari_cycleinr.jsonsafe import write_json
