@@ -90,8 +90,8 @@ def test_a_rerun_skips_finished_outputs_and_resumes_after_a_crash(folder, tmp_pa
                                               log=_quiet, cancel=crash_in_second_file), stderr=said)
     assert code == EXIT_INTERRUPTED  # and the line says what the stop kept, not "nothing was written"
     assert said.getvalue() == (
-        f"cycleinr: cancelled; 1 scan was finished and written to {out}, the one in progress left nothing; run "
-        "the same command again to go on (finished scans are skipped)\n"
+        f"cycleinr: cancelled; 1 scan was finished and written to {out}, the one in progress left nothing; "
+        "run the same command again to go on (finished scans are skipped)\n"
     )
     finished = out / CT_3MM.name
     assert finished.exists() and not (out / MR_3MM.name).exists()
@@ -169,12 +169,16 @@ DICOM = ROOT / "tests" / "data" / "dicom"
 
 @pytest.fixture
 def study(tmp_path):
-    """A study as it leaves the archive: one folder per DICOM series (one of them gantry-tilted, which is
-    refused), and a NIfTI beside them."""
+    """A study as it leaves the archive: one folder per DICOM series (one of them gantry-tilted, one missing
+    a slice, which is refused), and a NIfTI beside them."""
+    from tests.test_io_dicom_cases import write_series
+
     folder = tmp_path / "study"
     folder.mkdir()
     for series in ("ct_philips_2slices", "mr_sag_3slices", "ct_ge_tilt_2slices"):
         shutil.copytree(DICOM / series, folder / series)
+    missing = [(0.0, 0.0, z) for z in (0.0, 2.0, 4.0, 8.0, 10.0)]
+    write_series(folder / "missing_slice", missing, series_uid="1.2.3.7")
     shutil.copy(CT_3MM, folder / CT_3MM.name)
     return folder
 
@@ -183,14 +187,16 @@ def test_a_study_folder_is_processed_series_by_series(study, tmp_path):
     out = tmp_path / "out"
     lines = []
     report = process_folder(study, out, factor=2, method="trilinear", log=lines.append)
-    assert report.count("done") == 3 and report.count("failed") == 1
+    assert report.count("done") == 4 and report.count("failed") == 1
     (failed,) = report.failed
-    assert failed["name"].startswith("series 2 ") and "tilted" in failed["message"]
+    assert failed["name"].startswith("series 3 ") and "not evenly spaced" in failed["message"]
     assert str(study) not in failed["message"]  # the log line names the series once, not twice
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [CT_3MM.name, "series_202_STD_BRAIN_1MM_iDose.nii.gz", "series_5_SAG_MPRAGE_220_FOV.nii.gz"]
+        [CT_3MM.name, "series_202_STD_BRAIN_1MM_iDose.nii.gz", "series_5_SAG_MPRAGE_220_FOV.nii.gz",
+         "series_2.nii.gz"]
     )
     for name, series in (("series_202_STD_BRAIN_1MM_iDose.nii.gz", "ct_philips_2slices"),
+                         ("series_2.nii.gz", "ct_ge_tilt_2slices"),  # gantry tilt, corrected
                          ("series_5_SAG_MPRAGE_220_FOV.nii.gz", "mr_sag_3slices")):
         source, written = read_volume(study / series), read_volume(out / name)
         assert written.shape == (2 * source.shape[0], *source.shape[1:])
@@ -198,13 +204,13 @@ def test_a_study_folder_is_processed_series_by_series(study, tmp_path):
         assert written.spacing[1:] == pytest.approx(source.spacing[1:])
     assert any('series 5 "SAG MPRAGE 220 FOV"' in line for line in lines)
     again = process_folder(study, out, factor=2, method="trilinear", log=_quiet)
-    assert again.count("skipped") == 3 and again.count("done") == 0  # resumable: the names are stable
+    assert again.count("skipped") == 4 and again.count("done") == 0  # resumable: the names are stable
 
 
 def test_a_study_written_as_new_dicom_series(study, tmp_path):
     out = tmp_path / "out"
     report = process_folder(study, out, factor=2, method="trilinear", output_format="dicom", log=_quiet)
-    assert report.count("done") == 3
+    assert report.count("done") == 4
     mr = read_volume(out / "series_5_SAG_MPRAGE_220_FOV")
     source = read_volume(study / "mr_sag_3slices")
     assert mr.shape == (6, *source.shape[1:]) and mr.metadata["modality"] == "MR"
@@ -220,11 +226,11 @@ def test_the_output_folder_may_not_lie_inside_a_dicom_folder(study):
 
 def test_cli_takes_a_study_folder_and_keeps_one_series_one_scan(study, tmp_path):
     result = _cli("upsample", study, "-o", tmp_path / "out", "--factor", "2", "--method", "trilinear")
-    assert result.returncode == 1 and "3 written, 0 skipped (output exists), 1 failed" in result.stderr
+    assert result.returncode == 1 and "4 written, 0 skipped (output exists), 1 failed" in result.stderr
     result = _cli("upsample", study, "-o", tmp_path / "tiff", "--factor", "2", "--method", "trilinear",
                   "--format", "tiff")
     assert sorted(p.name for p in (tmp_path / "tiff").iterdir()) == sorted(
-        [CT_3MM.name, "series_202_STD_BRAIN_1MM_iDose.tif", "series_5_SAG_MPRAGE_220_FOV.tif"]
+        [CT_3MM.name, "series_202_STD_BRAIN_1MM_iDose.tif", "series_5_SAG_MPRAGE_220_FOV.tif", "series_2.tif"]
     )
     one = tmp_path / "one"
     shutil.copytree(DICOM / "ct_philips_2slices", one)
@@ -245,10 +251,11 @@ def test_series_output_names_are_file_safe_and_tell_parts_apart():
 def test_scans_already_at_the_target_spacing_are_left_out_not_failed(study, tmp_path):
     lines = []
     report = process_folder(study, tmp_path / "out", spacing=1.0, method="trilinear", log=lines.append)
-    assert report.count("done") == 1 and report.count("fine") == 2 and report.count("failed") == 1  # the tilt
-    assert "1 written, 0 skipped (output exists), 2 already at the target spacing, 1 failed" in report.summary()
+    assert report.count("done") == 2 and report.count("fine") == 2 and report.count("failed") == 1  # missing
+    assert "2 written, 0 skipped (output exists), 2 already at the target spacing, 1 failed" in report.summary()
     assert any("left out, its slices are 0.9 mm apart already" in line for line in lines)
-    assert [p.name for p in (tmp_path / "out").iterdir()] == [CT_3MM.name]
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == sorted([CT_3MM.name, "series_2.nii.gz"])
 
 
 def test_a_cd_export_nesting_its_series_four_levels_down_is_a_study(tmp_path):

@@ -64,9 +64,12 @@ def test_one_file_reads_its_whole_series(tmp_path):
     assert volume.shape == (3, 256, 256)
 
 
-def test_the_tilted_ge_series_is_refused_not_sheared():
-    with pytest.raises(CycleINRError, match=r"tilted 18\.5 degrees .*GantryDetectorTilt says 18\.5 degrees"):
-        read_volume(GE)
+def test_the_tilted_ge_series_is_read_on_the_grid_along_its_normal_not_sheared():
+    volume = read_volume(GE)
+    assert volume.metadata["dicom"]["gantry_tilt_corrected_degrees"] == pytest.approx(18.5, abs=0.05)
+    assert volume.metadata["slice_spacing_mm"] == pytest.approx(4.0, abs=0.01)  # = SliceThickness: contiguous
+    assert volume.shape == (2, 515, 512)  # the second slice lies 1.3 mm (2.6 rows) further along the rows
+    assert volume.data.min() == -1500  # GE's padding outside the scan circle; also where no slice reaches
 
 
 @pytest.mark.parametrize("folder", [PHILIPS, MR], ids=["ct", "mr"])

@@ -89,13 +89,68 @@ def test_uneven_spacing_and_missing_slices_are_refused(tmp_path, z, said):
     assert said in str(error.value)
 
 
-def test_gantry_tilt_is_refused_with_the_angle(tmp_path):
+def tilted_series(folder, spacings, tilt_degrees=15.0, size=(40, 30)):
+    """Tilted planes whose centres move straight along z (as a tilted gantry writes them), each pixel holding
+    a linear function of where it is (LPS mm), which the reader must find at the same place."""
+    tilt = np.radians(tilt_degrees)
+    row, column = np.array([1.0, 0.0, 0.0]), np.array([0.0, np.cos(tilt), -np.sin(tilt)])
+    folder.mkdir(parents=True)
+    z = 30.0 + np.concatenate([[0.0], np.cumsum(spacings)])
+    for k, z_k in enumerate(z):
+        position = np.array([-10.0, -20.0, z_k])
+        i, j = np.mgrid[: size[0], : size[1]]
+        world = position + i[..., None] * 0.7 * column + j[..., None] * 0.8 * row
+        ds = image(k, position, orientation=(*row, *column), GantryDetectorTilt=tilt_degrees)
+        ds.Rows, ds.Columns = size
+        ds.PixelData = np.rint(world_values(world) + 1024).astype(np.uint16).tobytes()
+        ds.save_as(folder / f"slice{k:03d}.dcm", enforce_file_format=True)
+
+
+def world_values(lps: np.ndarray) -> np.ndarray:
+    return 200.0 + 5.0 * lps[..., 0] + 10.0 * lps[..., 1] + 20.0 * lps[..., 2]
+
+
+def test_gantry_tilt_is_corrected_every_voxel_where_it_was_measured(tmp_path):
+    tilted_series(tmp_path / "s", [3.0] * 5)
+    volume = read_volume(tmp_path / "s")
+    thickness_along_normal = 3.0 * np.cos(np.radians(15.0))
+    assert volume.metadata["slice_spacing_mm"] == pytest.approx(thickness_along_normal)
+    assert volume.metadata["dicom"]["gantry_tilt_corrected_degrees"] == pytest.approx(15.0)
+    assert volume.shape[1:] == (40 + 6, 30)  # grown by the shift: 5 steps of 3 sin 15 = 0.78 mm / 0.7 mm rows
+    index = np.stack(np.meshgrid(*map(np.arange, volume.shape), indexing="ij"), axis=-1).reshape(-1, 3)
+    ras = index @ volume.affine[:3, :3].T + volume.affine[:3, 3]
+    expected = world_values(ras * [-1, -1, 1]).reshape(volume.shape)  # RAS -> LPS
+    inside = volume.data > -1024  # where a slice reached (the rest holds air)
+    inside &= np.roll(inside, 1, axis=1) & np.roll(inside, -1, axis=1)  # not the interpolated rim
+    assert inside.sum() > 0.8 * 6 * 40 * 30
+    np.testing.assert_allclose(volume.data[inside], expected[inside], atol=1.01)  # stored values are rounded
+
+
+def test_runs_of_different_spacing_are_separate_stacks_each_read_tilted_or_not(tmp_path):
+    tilted_series(tmp_path / "s", [4.0] * 4 + [1.1] + [7.0] * 3)  # a GE head: 4 mm slices, then 7 mm
+    stacks = list_series(tmp_path / "s")
+    assert [(s.key, s.slices, s.part) for s in stacks] == [
+        ("3:slices=1-5", 5, f"slices 1-5 {4 * np.cos(np.radians(15)):.3g} mm apart"),
+        ("3:slices=6-9", 4, f"slices 6-9 {7 * np.cos(np.radians(15)):.3g} mm apart"),
+    ]
+    with pytest.raises(CycleINRError, match=r"holds 2 image series: .*\[3:slices=6-9\]; choose one"):
+        read_volume(tmp_path / "s")
+    thick = read_dicom(tmp_path / "s", series="3:slices=6-9")
+    assert thick.shape[0] == 4
+    assert thick.metadata["slice_spacing_mm"] == pytest.approx(7 * np.cos(np.radians(15)))
+
+
+def test_centres_off_a_straight_line_are_refused_not_read_as_a_tilt(tmp_path):
     tilt = np.radians(15.0)
     orientation = (1.0, 0.0, 0.0, 0.0, float(np.cos(tilt)), float(-np.sin(tilt)))
-    # Tilted planes whose centres move straight along z, as a tilted gantry writes them.
-    write_series(tmp_path / "s", axial_positions(5, 3.0), orientation=orientation, GantryDetectorTilt=15)
-    with pytest.raises(CycleINRError, match=r"tilted 15\.0 degrees .*GantryDetectorTilt says 15 degrees"):
+    positions = [(-10.0, -20.0 + (5.0 if k == 2 else 0.0), 30.0 + 3 * k) for k in range(5)]
+    write_series(tmp_path / "s", positions, orientation=orientation, GantryDetectorTilt=15)
+    with pytest.raises(CycleINRError, match=r"do not lie on one line .*GantryDetectorTilt says 15 degrees"):
         read_volume(tmp_path / "s")
+    sliding = [(0.0, 10.0 * k, 1.0 * k) for k in range(5)]  # 84 degrees off the normal: a broken header
+    write_series(tmp_path / "t", sliding)
+    with pytest.raises(CycleINRError, match=r"84 degrees off the slice normal, more than any gantry tilts"):
+        read_volume(tmp_path / "t")
 
 
 @pytest.mark.parametrize(("field", "key"), [("EchoNumbers", "echo"), ("TemporalPositionIdentifier", "t")])

@@ -154,13 +154,18 @@ def test_dicom_layer_matches_its_nifti_twin_and_carries_the_thickness():
 
 
 def test_a_folder_of_several_series_opens_each_and_names_the_refused_one(tmp_path):
+    from tests.test_io_dicom_cases import write_series
+
     for name in ("ct_philips_2slices", "ct_ge_tilt_2slices", "mr_sag_3slices"):
         shutil.copytree(DICOM / name, tmp_path / "all", dirs_exist_ok=True)
-    with pytest.warns(UserWarning, match="tilted 18.5 degrees"):
+    write_series(tmp_path / "all", [(0.0, 0.0, z) for z in (0.0, 2.0, 4.0, 8.0, 10.0)], series_uid="1.2.3.7")
+    with pytest.warns(UserWarning, match="series 3 .*not evenly spaced"):
         layers = read_files(str(tmp_path / "all"))
-    assert [kw["name"] for _, kw, _ in layers] == ['all 5 SAG MPRAGE 220 FOV', 'all 202 STD BRAIN 1MM, iDose']
-    with pytest.raises(CycleINRError, match="tilted 18.5 degrees"):
-        read_files(str(DICOM / "ct_ge_tilt_2slices"))
+    assert [kw["name"] for _, kw, _ in layers] == [
+        "all 2", "all 5 SAG MPRAGE 220 FOV", "all 202 STD BRAIN 1MM, iDose"  # the tilted GE head corrected
+    ]
+    with pytest.raises(CycleINRError, match="not evenly spaced"):
+        read_files(str(tmp_path / "all" / "slice003.dcm"))
 
 
 def test_viewer_opens_a_dicom_series_and_saves_it_as_a_new_series(make_napari_viewer, tmp_path):

@@ -103,11 +103,15 @@ def read_stack(stack: SeriesInfo, folder: Path, axis: str | None, skipped: Any =
     geometry = stack_geometry(stack.frames, name)
     frames = geometry.frames
     _check_decodable(frames, name)
-    shape = (len(frames), frames[0].rows, frames[0].columns)
+    shape = (len(frames), *geometry.size)
     dtype = value_type(frames)
     check_fits_in_memory(shape, dtype.itemsize, folder)
-    array = np.empty(shape, dtype=dtype)
-    _fill(array, frames)
+    if geometry.shifts is None:
+        array = np.empty(shape, dtype=dtype)
+        _fill(array, frames)
+    else:  # each tilted slice shifted within its plane onto the grid along the normal; around it, nothing
+        array = np.full(shape, _outside_value(frames[0], stack.modality, dtype), dtype=dtype)
+        _fill(array, frames, geometry.shifts)
     metadata = _metadata(stack, geometry, folder, skipped)
     # The stack is the through-plane axis unless told otherwise: a DICOM series is a stack of its slices,
     # even when super-resolution made them thinner than the pixels.
@@ -161,8 +165,11 @@ def _check_decodable(frames: tuple[Frame, ...], name: str) -> None:
             )
 
 
-def _fill(array: np.ndarray, frames: tuple[Frame, ...]) -> None:
-    """Decode each file once and put its frames (rescaled) into their slots of `array`."""
+def _fill(
+    array: np.ndarray, frames: tuple[Frame, ...], shifts: tuple[tuple[float, float], ...] | None = None
+) -> None:
+    """Decode each file once and put its frames (rescaled) into their slots of `array`, each at its shift
+    (rows, columns) where a tilt moves it (a sub-pixel shift interpolates linearly within the slice)."""
     slots: dict[Path, list[tuple[int, Frame]]] = {}
     for index, frame in enumerate(frames):
         slots.setdefault(frame.path, []).append((index, frame))
@@ -177,12 +184,40 @@ def _fill(array: np.ndarray, frames: tuple[Frame, ...]) -> None:
             raise unreadable(path, f"its pixel data has shape {pixels.shape}, the header says {expected}")
         for index, frame in members:
             values = pixels[frame.frame] if multi else pixels
-            if frame.slope == 1 and frame.intercept == 0:
+            if shifts is not None:
+                scaled = values.astype(np.float64) * frame.slope + frame.intercept
+                _place_shifted(array[index], scaled, shifts[index])
+            elif frame.slope == 1 and frame.intercept == 0:
                 array[index] = values
             else:
                 scaled = values.astype(np.float64) * frame.slope + frame.intercept
                 array[index] = np.rint(scaled) if array.dtype.kind in "iu" else scaled
         del pixels, dataset
+
+
+def _place_shifted(plane: np.ndarray, values: np.ndarray, shift: tuple[float, float]) -> None:
+    """Write `values` into `plane` moved by `shift` pixels; the plane keeps its fill where no pixel lands."""
+    from scipy import ndimage
+
+    canvas = np.full(plane.shape, float(plane.flat[0]))
+    rows, columns = values.shape
+    canvas[:rows, :columns] = values
+    moved = ndimage.shift(canvas, shift, order=1, mode="constant", cval=float(plane.flat[0]), prefilter=False)
+    plane[...] = np.rint(moved) if plane.dtype.kind in "iu" else moved
+
+
+def _outside_value(frame: Frame, modality: str, dtype: np.dtype) -> float:
+    """What the grid holds where a tilted slice does not reach: the series' PixelPaddingValue, else air for
+    CT (-1024 HU), else 0, within the value type."""
+    padding = frame.header.get("PixelPaddingValue")
+    if isinstance(padding, int | float) and not isinstance(padding, bool):
+        value = float(padding) * frame.slope + frame.intercept
+    else:
+        value = -1024.0 if modality == "CT" else 0.0
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        value = min(max(value, info.min), info.max)
+    return value
 
 
 def _metadata(stack: SeriesInfo, geometry: StackGeometry, folder: Path, skipped: Any) -> dict[str, Any]:
@@ -202,6 +237,8 @@ def _metadata(stack: SeriesInfo, geometry: StackGeometry, folder: Path, skipped:
             "slice_thicknesses_mm": list(geometry.thicknesses),
         }
     )
+    if geometry.shifts is not None:
+        identity["gantry_tilt_corrected_degrees"] = round(geometry.tilt_degrees, 3)
     window = header.get("WindowCenter"), header.get("WindowWidth")
     if all(w is not None for w in window):
         identity["window"] = [_first_number(w) for w in window]

@@ -2,7 +2,8 @@
 
 Frames are grouped by SeriesInstanceUID. Inside a series, localizers (ImageType LOCALIZER, or slices not
 parallel to most of the series) are left out, and several echoes or temporal positions become separate
-parts: never one stack. Each part has a `key` ('5', or '5:echo=2' for a part) that `series=` accepts, as it
+parts: never one stack; so do runs of different slice spacing (a head CT's 4 mm slices, then 7 mm ones).
+Each part has a `key` ('5', or '5:echo=2', '5:slices=1-14' for a part) that `series=` accepts, as it
 accepts the SeriesInstanceUID or the SeriesNumber.
 """
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.io.dicom.frames import FolderScan, Frame
+from napari_cycleinr.io.dicom.geometry import even_runs
 
 PARALLEL_COSINE = 0.9999
 """Slice normals closer than this (about 0.8 degrees) count as one orientation."""
@@ -62,18 +64,29 @@ def group_series(scan: FolderScan) -> list[SeriesInfo]:
         header = kept[0].header
         for (echo, temporal), part_frames in sorted(parts.items(), key=lambda item: _part_order(item[0])):
             name, suffix = _part_name(echo, temporal) if len(parts) > 1 else ("", "")
-            stacks.append(
-                SeriesInfo(
-                    uid=uid,
-                    number=number,
-                    description=" ".join(str(header.get("SeriesDescription", "") or "").split()),
-                    modality=str(header.get("Modality", "") or "").upper(),
-                    slices=len(part_frames),
-                    part=name,
-                    key=base + suffix,
-                    frames=tuple(part_frames),
+            runs = even_runs(part_frames)
+            first = 1
+            for run in runs:
+                run_name, run_suffix = name, suffix
+                if len(runs) > 1:  # slices numbered along the normal, as the spacing message numbers them
+                    last = first + len(run) - 1
+                    spacing = abs(float((run[1].position - run[0].position) @ _normal(run[0])))
+                    run_name = f"slices {first}-{last} {spacing:.3g} mm apart"
+                    run_name = f"{name}, {run_name}" if name else run_name
+                    run_suffix = f"{suffix},slices={first}-{last}" if suffix else f":slices={first}-{last}"
+                    first = last + 1
+                stacks.append(
+                    SeriesInfo(
+                        uid=uid,
+                        number=number,
+                        description=" ".join(str(header.get("SeriesDescription", "") or "").split()),
+                        modality=str(header.get("Modality", "") or "").upper(),
+                        slices=len(run),
+                        part=run_name,
+                        key=base + run_suffix,
+                        frames=tuple(run),
+                    )
                 )
-            )
     return sorted(stacks, key=lambda s: (s.number if s.number is not None else 1 << 62, s.uid, s.key))
 
 
@@ -102,7 +115,10 @@ def select_series(stacks: list[SeriesInfo], series: str | int | None, where: str
     if len({s.uid for s in matches}) > 1:
         reason = f"several series are numbered {wanted}; choose one by its UID"
     else:
-        reason = f"series {wanted} holds {len(matches)} stacks (echoes or temporal positions); choose one"
+        reason = (
+            f"series {wanted} holds {len(matches)} stacks (echoes, temporal positions or runs of one slice "
+            "spacing); choose one"
+        )
     raise CycleINRError(f"{reason}: {listing(matches)}")
 
 
@@ -129,6 +145,11 @@ def _without_localizers(frames: list[Frame], scan: FolderScan) -> list[Frame]:
     kept = [f for f, same in zip(images, parallel[main], strict=True) if same]
     scan.skipped["other orientation (localizer?)"] += len(images) - len(kept)
     return kept
+
+
+def _normal(frame: Frame) -> np.ndarray:
+    normal = np.cross(frame.orientation[:3], frame.orientation[3:])
+    return normal / np.linalg.norm(normal)
 
 
 def _part_order(part: tuple[str, str]) -> tuple[float, float, str, str]:
