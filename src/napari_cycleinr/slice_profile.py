@@ -178,7 +178,7 @@ def from_record(metadata: dict) -> SliceProfile | None:
         return None
     ratio = thickness / spacing
     kind = "skip" if ratio < GAPS_BELOW else "gaussian" if ratio > OVERLAP_ABOVE else "average"
-    detail = f"thickness {thickness:g} mm / spacing {spacing:g} mm"
+    detail = f"thickness {thickness:.3g} mm / spacing {spacing:.3g} mm"  # 4 mm, not 4.00193 (DICOM rounds)
     return SliceProfile(kind, ratio, "header", None, detail)
 
 
