@@ -11,10 +11,10 @@
 | OSError (disk, permissions)     | `cycleinr: error: <file>: <system reason>`              | 2    |
 | Cancelled, Ctrl-C (SIGINT)      | `cycleinr: interrupted; nothing was written`            | 130  |
 | SIGTERM                         | `cycleinr: terminated; nothing was written`             | 143  |
+| anything else (a bug)           | `cycleinr: internal error in <command> (<where>) ...`   | 1    |
 
 A folder run stopped after some scans are finished says so instead of "nothing was written" (the exception's
 `kept` note): those outputs are complete, the one in progress left no file.
-| anything else (a bug)           | `cycleinr: internal error in <command> (<where>) ...`   | 1    |
 
 The traceback of a bug is printed only with `debug=True` or CYCLEINR_DEBUG=1. SIGTERM is turned into an
 exception (Terminated, a KeyboardInterrupt) while the command runs, so atomic writes remove their temporary
