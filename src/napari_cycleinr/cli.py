@@ -192,7 +192,7 @@ def _volume_arguments(parser: argparse.ArgumentParser, what: str, or_folder: str
     )
     parser.add_argument(
         "--series", help="a DICOM folder holding several series: the one to read (its number, SeriesInstanceUID, "
-        "or key such as 5:echo=2, as the error message lists them)",
+        "or key such as 5:echo=2 or 2:slices=1-14, as the error message lists them)",
     )
     parser.add_argument(
         "--format", choices=["nifti", "tiff", "dicom"],
