@@ -29,7 +29,8 @@ def cases(path: Path, group: str, models: dict, window: int | None = None) -> li
     rows = []
     for modality, factor, kind, thick, spacing in thick_cases(path, window):
         cues = cycle_cues(thick, factor, modality, models[modality])
-        found = slice_profile.with_cycle_cue(slice_profile.estimate(thick, spacing, modality), cues, len(thick))
+        found = slice_profile.with_cycle_cue(slice_profile.estimate(thick, spacing, modality), cues, len(thick),
+                                             modality)
         row = {"group": group, "scan": path.name, "modality": modality, "factor": factor, "truth": kind,
                "slices": len(thick), "position": slice_profile.profile_position(thick, spacing, modality),
                "shared_noise": slice_profile.shared_noise(thick, modality), "cycle": cues.gaps_over_average,

@@ -108,8 +108,15 @@ def test_the_cli_line_and_the_output_record_say_it(tmp_path, capsys):
     volume = read_volume(CT_3MM)
     result = pipeline.run(Request(profile=None).with_targets([target(30, 3.0, "factor", 2.0)]), volume)
     record = result.outputs[0].volume.metadata["super_resolution"]
-    assert record["slice_profile"]["source"] == "estimate" and record["model"].endswith("mixed.safetensors")
+    # the cue between its boundaries on this CT: a slab average as likely as not, the slab-average weights
+    assert record["slice_profile"]["source"] == "model" and record["slice_profile"]["confidence"] == 0.5
+    assert "as slab averages about as well as gaps" in record["slice_profile"]["description"]
+    assert record["model"].endswith("average.safetensors")
     assert np.isfinite(result.outputs[0].volume.data).all()
+    three = volume.replace(data=volume.data[:3].copy())  # too few slices to ask the model: not known
+    result = pipeline.run(Request(profile=None).with_targets([target(3, 3.0, "factor", 2.0)]), three)
+    record = result.outputs[0].volume.metadata["super_resolution"]
+    assert record["slice_profile"]["source"] == "estimate" and record["model"].endswith("mixed.safetensors")
 
 
 def test_a_dicom_series_in_and_a_new_series_out(tmp_path):
@@ -135,8 +142,9 @@ def test_a_folder_of_scans_refuses_series_and_writes_dicom_series_when_asked(tmp
     assert read_volume(tmp_path / "out" / "a").shape[0] == 2 * read_volume(CT_3MM).shape[0]  # a new series
 
 
-@pytest.mark.parametrize(("scan", "modality", "weights"), [(CT_3MM, "CT", "mixed"), (MR_3MM, "MR", "mr")])
-def test_evaluate_auto_scores_what_upsample_takes_with_no_profile(tmp_path, scan, modality, weights):
+@pytest.mark.parametrize(("scan", "modality", "weights", "source"),
+                         [(CT_3MM, "CT", "average", "model"), (MR_3MM, "MR", "mr", "estimate")])
+def test_evaluate_auto_scores_what_upsample_takes_with_no_profile(tmp_path, scan, modality, weights, source):
     from tests.test_cli import cycleinr
 
     report = tmp_path / "auto.json"
@@ -145,7 +153,7 @@ def test_evaluate_auto_scores_what_upsample_takes_with_no_profile(tmp_path, scan
     assert result.returncode == 0, result.stderr
     assert f"auto: {weights}" in result.stdout
     (entry,) = json.loads(report.read_text())["results"]
-    assert entry["auto"]["weights"] == weights and entry["auto"]["slice_profile"]["source"] == "estimate"
+    assert entry["auto"]["weights"] == weights and entry["auto"]["slice_profile"]["source"] == source
     assert entry["methods"]["auto"]["psnr"] == entry["methods"][weights]["psnr"]
 
 
@@ -174,7 +182,7 @@ def test_the_fallback_weights_cycle_residuals_tell_the_profile(truth):
     gaps_sign = -1.0 if truth == "skip" else 1.0
     assert gaps_sign * cues.gaps_over_average > 0.1, cues
     assert (cues.gaussian_over_gaps < -0.1) == (truth == "gaussian"), cues
-    found = with_cycle_cue(estimate(thick, (5.0, 1.25, 1.25), "CT"), cues, len(thick))
+    found = with_cycle_cue(estimate(thick, (5.0, 1.25, 1.25), "CT"), cues, len(thick), "CT")
     assert (found.kind, found.source) == (truth, "model")
 
 

@@ -131,34 +131,37 @@ def _unsure(kind: str = "skip", position: float | None = 1.1) -> slice_profile.S
 
 
 @pytest.mark.parametrize(
-    ("gaps", "gaussian", "position", "slices", "kind", "source"),
+    ("gaps", "gaussian", "position", "slices", "kind", "source", "modality"),
     [
-        (0.2, 0.5, 1.1, 16, "average", "model"),  # the answer fits slab averages: the image's gaps overruled
-        (0.2, -0.3, 1.1, 16, "gaussian", "model"),  # ... and a Gaussian profile better still than gaps
-        (0.2, -0.05, 1.1, 16, "average", "model"),  # not by enough: a slab average
-        (-0.5, 1.0, 1.1, 16, "skip", "model"),  # gaps on both cues
-        (-0.5, -0.3, 1.1, 16, "skip", "model"),  # on the gaps side a Gaussian residual is not asked
-        (-0.5, 1.0, 0.7, 16, "skip", "estimate"),  # the model says gaps, the image reads smooth: not acted on
-        (-0.5, 1.0, None, 16, "skip", "estimate"),  # no position (a phantom): gaps are never taken
-        (0.0, -0.3, 1.1, 16, "skip", "estimate"),  # between the boundaries: not trusted
-        (0.2, -0.3, 1.1, 6, "average", "model"),  # a short scan: a slab average, never Gaussian
-        (-0.5, 1.0, 1.1, 4, "skip", "model"),  # gaps, from 4 thick slices
-        (0.2, 0.5, 1.1, 3, "skip", "estimate"),  # too few slices
-        (float("nan"), float("nan"), 1.1, 16, "skip", "estimate"),
+        (0.2, 0.5, 1.1, 16, "average", "model", "CT"),  # the answer fits slab averages: the image's gaps overruled
+        (0.2, -0.3, 1.1, 16, "gaussian", "model", "CT"),  # ... and a Gaussian profile better still than gaps
+        (0.2, -0.05, 1.1, 16, "average", "model", "CT"),  # not by enough: a slab average
+        (-0.5, 1.0, 1.1, 16, "skip", "model", "CT"),  # gaps on both cues
+        (-0.5, -0.3, 1.1, 16, "skip", "model", "CT"),  # on the gaps side a Gaussian residual is not asked
+        (-0.5, 1.0, 0.7, 16, "skip", "estimate", "CT"),  # the model says gaps, the image reads smooth: not acted on
+        (-0.5, 1.0, None, 16, "skip", "estimate", "CT"),  # no position (a phantom): gaps are never taken
+        (0.0, -0.3, 1.1, 16, "average", "model", "CT"),  # between the boundaries: a CT's slab average, leaning
+        (0.0, -0.3, 1.1, 16, "skip", "estimate", "MR"),  # ... an MR's not known (`mr` answers)
+        (-0.12, 1.0, 0.7, 16, "skip", "estimate", "CT"),  # gaps side, vetoed by the image: not known
+        (0.2, -0.3, 1.1, 6, "average", "model", "CT"),  # a short scan: a slab average, never Gaussian
+        (-0.5, 1.0, 1.1, 4, "skip", "model", "CT"),  # gaps, from 4 thick slices
+        (0.2, 0.5, 1.1, 3, "skip", "estimate", "CT"),  # too few slices
+        (float("nan"), float("nan"), 1.1, 16, "skip", "estimate", "CT"),
     ],
 )
-def test_the_cycle_cues_settle_what_the_image_cannot(gaps, gaussian, position, slices, kind, source):
+def test_the_cycle_cues_settle_what_the_image_cannot(gaps, gaussian, position, slices, kind, source, modality):
     cues = slice_profile.CycleCues(gaps, gaussian)
-    found = slice_profile.with_cycle_cue(_unsure(position=position), cues, slices)
+    found = slice_profile.with_cycle_cue(_unsure(position=position), cues, slices, modality)
     assert (found.kind, found.source, found.confident) == (kind, source, source == "model")
     if source == "model":
-        assert "fits the slices best as" in found.describe() and found.to_record()["source"] == "model"
+        said = "best as" if found.confidence > slice_profile.LEANING else "as slab averages about as well as gaps"
+        assert f"fits the slices {said}" in found.describe() and found.to_record()["source"] == "model"
         assert "cycle residual gaps / slab average" in found.to_record()["cues"]
         assert "Gaussian / gaps" in found.to_record()["cues"]
 
 
 def test_the_cycle_cue_never_overrules_a_confident_or_recorded_profile():
     sure = slice_profile.SliceProfile("gaussian", 1.1, "estimate", 1.0, "")
-    assert slice_profile.with_cycle_cue(sure, slice_profile.CycleCues(-1.0, 1.0), 40) is sure
+    assert slice_profile.with_cycle_cue(sure, slice_profile.CycleCues(-1.0, 1.0), 40, "CT") is sure
     recorded = slice_profile.from_record({"slice_thickness_mm": 1.0, "slice_spacing_mm": 5.0})
-    assert slice_profile.with_cycle_cue(recorded, slice_profile.CycleCues(1.0, -1.0), 40) is recorded
+    assert slice_profile.with_cycle_cue(recorded, slice_profile.CycleCues(1.0, -1.0), 40, "CT") is recorded

@@ -181,7 +181,7 @@ def _ask_model(found: SliceProfile, request: Request, volume: Volume, modality: 
 
     fallback = load_model(FALLBACK_WEIGHTS[modality])
     cues = cycle_cues(volume.data, request.targets[0].factor, modality, fallback)
-    return with_cycle_cue(found, cues, volume.shape[0])
+    return with_cycle_cue(found, cues, volume.shape[0], modality)
 
 
 def _modality(request: Request, volume: Volume) -> str:

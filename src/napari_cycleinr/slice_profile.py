@@ -114,6 +114,9 @@ class SliceProfile:
         if self.source == "estimate":
             why = ": smooth along z, noise shared between slices" if self.kind == "gaussian" else ""
             text += f", estimated from the image{why} (confidence {self.confidence:.2f})"
+        elif self.source == "model" and self.confidence == LEANING:
+            text += (", estimated: the model's output, degraded back, fits the slices as slab averages about as "
+                     f"well as gaps (confidence {self.confidence:.2f})")
         elif self.source == "model":
             fits = {"average": "slab averages", "gaussian": "a Gaussian profile", "skip": "gaps"}[self.kind]
             text += (f", estimated: the model's output, degraded back, fits the slices best as {fits} "
@@ -303,6 +306,12 @@ CYCLE_GAPS_BELOW = -0.10
 under slab average, > 0 where its answer is a slab average's). On the training scans every slab average read
 0.02 to 0.19 and every gap -0.28 to -1.17, but for a resampled chest CT whose slab averages read -0.22 to
 -0.34 (docs/results/gaps_cues.json); between the two boundaries the cue is not trusted."""
+LEANING = 0.5
+"""The confidence of a CT's slab average between the cue's boundaries: not known, but acted on, because there
+the slab-average weights gain more over `mixed` where the slices are slab averages or Gaussian (+0.37 to +0.67
+dB on average, 24 of 30 training cases) than they lose where they are gaps (-0.27, 6 of 30; the held-out CT's 5
+are slab averages, +0.27); on MR the few cases say nothing, so `mr` keeps them (docs/results/between_zone.json,
+scripts/probe_between_zone.py)."""
 CYCLE_GAPS_POSITION_ABOVE = 0.80
 """Gaps need the image's position too (above this: not smooth along z), which keeps that resampled CT's slab
 averages (positions 0.55-0.71) from being read as gaps; every training gap read above it but one (0.69, x2.5)."""
@@ -326,10 +335,11 @@ def cycle_cue_applies(found: SliceProfile, slices: int) -> bool:
     return not found.confident and found.source == "estimate" and slices >= CYCLE_SLICES
 
 
-def with_cycle_cue(found: SliceProfile, cue: CycleCues, slices: int) -> SliceProfile:
+def with_cycle_cue(found: SliceProfile, cue: CycleCues, slices: int, modality: str) -> SliceProfile:
     """The image estimate, settled by the fallback model's cycle cues where the image is not sure: on the
     slab-average side a Gaussian profile when its residual says so, else a slab average; gaps when the cue and
-    the position both say so; unchanged otherwise (docs/method.md, "Which weights: the slice profile, found")."""
+    the position both say so; for a CT between the boundaries, a slab average as likely as not (LEANING);
+    unchanged otherwise (docs/method.md, "Which weights: the slice profile, found")."""
     if not cycle_cue_applies(found, slices) or not math.isfinite(cue.gaps_over_average):
         return found
     gaps, gaussian = cue
@@ -348,6 +358,8 @@ def with_cycle_cue(found: SliceProfile, cue: CycleCues, slices: int) -> SlicePro
         margin = min((CYCLE_GAPS_BELOW - gaps) / 0.2, (position - CYCLE_GAPS_POSITION_ABOVE) / 0.2)
         confidence = min(1.0, 0.5 + margin)
         return SliceProfile("skip", _SIMULATED_GAP, "model", confidence, detail, found.fallback, position)
+    if gaps >= CYCLE_GAPS_BELOW and modality == "CT":  # between the boundaries: see LEANING
+        return SliceProfile("average", 1.0, "model", LEANING, detail, found.fallback, position)
     return replace(found, detail=detail)
 
 
