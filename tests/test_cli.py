@@ -38,7 +38,7 @@ def test_upsample_with_the_bundled_model_keeps_geometry(tmp_path):
 def test_the_bundled_weights_by_name_and_by_slice_profile(tmp_path):
     out = tmp_path / "sr.nii.gz"
     for choice, weights in [
-        ([], "mixed"),  # the sample's profile is not known for sure: the mixed-profile weights answer
+        ([], "average"),  # the model's cue between its boundaries on this CT: the slab-average weights answer
         (["--model", "mixed"], "mixed"), (["--profile", "skip"], "skip"),
         (["--model", "average", "--profile", "skip"], "average"),
     ]:

@@ -284,8 +284,10 @@ def test_bundled_default_model_runs(viewer_and_widget, qtbot, notes):
     widget._values.value = "2.5"
     run(widget, qtbot)
     record = viewer.layers["small_SRx2"].metadata[KEY]["volume_metadata"]["super_resolution"]
-    # the profile found from the scan: no DICOM record and no sure estimate, so the mixed-profile weights
-    assert record["model"].endswith("mixed.safetensors") and record["slice_profile"]["source"] == "estimate"
+    # the profile found from the scan: no DICOM record and no sure estimate; the model's cue falls between its
+    # boundaries on this noise, so the slab-average weights answer, as likely as not
+    assert record["model"].endswith("average.safetensors") and record["slice_profile"]["source"] == "model"
+    assert record["slice_profile"]["confidence"] == 0.5
     assert record["parameters"]["model"] == "bundled default" and record["parameters"]["profile"] == "average"
 
     assert not widget._profile.native.isHidden()  # it picks the bundled weights
