@@ -64,13 +64,18 @@ class StackGeometry:
     """Angle between the line of slice centres and the slice normal (gantry tilt), corrected by `shifts`."""
 
 
+def slice_normal(frame: Frame) -> np.ndarray:
+    """The unit normal of a frame's plane: row x column direction."""
+    normal = np.cross(frame.orientation[:3], frame.orientation[3:])
+    return normal / np.linalg.norm(normal)
+
+
 def stack_geometry(frames: tuple[Frame, ...] | list[Frame], name: str) -> StackGeometry:
     """The regular grid the frames of one stack form, or a CycleINRError saying why they do not."""
     first = frames[0]
     _check_same_grid(frames, name)
     row, column = first.orientation[:3], first.orientation[3:]
-    normal = np.cross(row, column)
-    normal /= np.linalg.norm(normal)
+    normal = slice_normal(first)
     along = np.array([f.position @ normal for f in frames])
     order = np.lexsort((np.array([f.instance if f.instance is not None else 0 for f in frames]), along))
     ordered = [frames[i] for i in order]
@@ -104,7 +109,7 @@ def even_runs(frames: list[Frame]) -> list[list[Frame]]:
     such runs of MIN_RUN_SLICES slices or more; else all of them as one run (stack_geometry judges it)."""
     if len(frames) < 2 * MIN_RUN_SLICES:
         return [frames]
-    normal = np.cross(frames[0].orientation[:3], frames[0].orientation[3:])
+    normal = slice_normal(frames[0])
     ordered = sorted(frames, key=lambda f: float(f.position @ normal))
     along = np.array([f.position @ normal for f in ordered])
     if not _uneven_spacing(along):

@@ -106,12 +106,11 @@ def read_stack(stack: SeriesInfo, folder: Path, axis: str | None, skipped: Any =
     shape = (len(frames), *geometry.size)
     dtype = value_type(frames)
     check_fits_in_memory(shape, dtype.itemsize, folder)
+    array = np.empty(shape, dtype=dtype)
     if geometry.shifts is None:
-        array = np.empty(shape, dtype=dtype)
         _fill(array, frames)
     else:  # each tilted slice shifted within its plane onto the grid along the normal; around it, nothing
-        array = np.full(shape, _outside_value(frames[0], stack.modality, dtype), dtype=dtype)
-        _fill(array, frames, geometry.shifts)
+        _fill(array, frames, geometry.shifts, _outside_value(frames[0], stack.modality, dtype))
     metadata = _metadata(stack, geometry, folder, skipped)
     # The stack is the through-plane axis unless told otherwise: a DICOM series is a stack of its slices,
     # even when super-resolution made them thinner than the pixels.
@@ -166,10 +165,14 @@ def _check_decodable(frames: tuple[Frame, ...], name: str) -> None:
 
 
 def _fill(
-    array: np.ndarray, frames: tuple[Frame, ...], shifts: tuple[tuple[float, float], ...] | None = None
+    array: np.ndarray,
+    frames: tuple[Frame, ...],
+    shifts: tuple[tuple[float, float], ...] | None = None,
+    outside: float = 0.0,
 ) -> None:
     """Decode each file once and put its frames (rescaled) into their slots of `array`, each at its shift
-    (rows, columns) where a tilt moves it (a sub-pixel shift interpolates linearly within the slice)."""
+    (rows, columns) where a tilt moves it (a sub-pixel shift interpolates linearly within the slice; where
+    no pixel lands, `outside`)."""
     slots: dict[Path, list[tuple[int, Frame]]] = {}
     for index, frame in enumerate(frames):
         slots.setdefault(frame.path, []).append((index, frame))
@@ -184,26 +187,25 @@ def _fill(
             raise unreadable(path, f"its pixel data has shape {pixels.shape}, the header says {expected}")
         for index, frame in members:
             values = pixels[frame.frame] if multi else pixels
-            if shifts is not None:
-                scaled = values.astype(np.float64) * frame.slope + frame.intercept
-                _place_shifted(array[index], scaled, shifts[index])
-            elif frame.slope == 1 and frame.intercept == 0:
+            if shifts is None and frame.slope == 1 and frame.intercept == 0:
                 array[index] = values
-            else:
-                scaled = values.astype(np.float64) * frame.slope + frame.intercept
-                array[index] = np.rint(scaled) if array.dtype.kind in "iu" else scaled
+                continue
+            scaled = values.astype(np.float64) * frame.slope + frame.intercept
+            if shifts is not None:
+                scaled = _shifted(scaled, shifts[index], array.shape[1:], outside)
+            array[index] = np.rint(scaled) if array.dtype.kind in "iu" else scaled
         del pixels, dataset
 
 
-def _place_shifted(plane: np.ndarray, values: np.ndarray, shift: tuple[float, float]) -> None:
-    """Write `values` into `plane` moved by `shift` pixels; the plane keeps its fill where no pixel lands."""
+def _shifted(
+    values: np.ndarray, shift: tuple[float, float], size: tuple[int, ...], outside: float
+) -> np.ndarray:
+    """`values` moved by `shift` pixels on a plane of `size`, `outside` where no pixel lands."""
     from scipy import ndimage
 
-    canvas = np.full(plane.shape, float(plane.flat[0]))
-    rows, columns = values.shape
-    canvas[:rows, :columns] = values
-    moved = ndimage.shift(canvas, shift, order=1, mode="constant", cval=float(plane.flat[0]), prefilter=False)
-    plane[...] = np.rint(moved) if plane.dtype.kind in "iu" else moved
+    canvas = np.full(size, outside)
+    canvas[: values.shape[0], : values.shape[1]] = values
+    return ndimage.shift(canvas, shift, order=1, mode="constant", cval=outside, prefilter=False)
 
 
 def _outside_value(frame: Frame, modality: str, dtype: np.dtype) -> float:

@@ -16,7 +16,7 @@ import numpy as np
 
 from napari_cycleinr.errors import CycleINRError
 from napari_cycleinr.io.dicom.frames import FolderScan, Frame
-from napari_cycleinr.io.dicom.geometry import even_runs
+from napari_cycleinr.io.dicom.geometry import even_runs, slice_normal
 
 PARALLEL_COSINE = 0.9999
 """Slice normals closer than this (about 0.8 degrees) count as one orientation."""
@@ -70,7 +70,7 @@ def group_series(scan: FolderScan) -> list[SeriesInfo]:
                 run_name, run_suffix = name, suffix
                 if len(runs) > 1:  # slices numbered along the normal, as the spacing message numbers them
                     last = first + len(run) - 1
-                    spacing = abs(float((run[1].position - run[0].position) @ _normal(run[0])))
+                    spacing = abs(float((run[1].position - run[0].position) @ slice_normal(run[0])))
                     run_name = f"slices {first}-{last} {spacing:.3g} mm apart"
                     run_name = f"{name}, {run_name}" if name else run_name
                     run_suffix = f"{suffix},slices={first}-{last}" if suffix else f":slices={first}-{last}"
@@ -139,17 +139,12 @@ def _without_localizers(frames: list[Frame], scan: FolderScan) -> list[Frame]:
     scan.skipped["localizer"] += len(frames) - len(images)
     if not images:
         return []
-    normals = np.array([np.cross(f.orientation[:3], f.orientation[3:]) for f in images])
+    normals = np.array([slice_normal(f) for f in images])
     parallel = np.abs(normals @ normals.T) >= PARALLEL_COSINE
     main = int(np.argmax(parallel.sum(axis=1)))  # the orientation most frames share
     kept = [f for f, same in zip(images, parallel[main], strict=True) if same]
     scan.skipped["other orientation (localizer?)"] += len(images) - len(kept)
     return kept
-
-
-def _normal(frame: Frame) -> np.ndarray:
-    normal = np.cross(frame.orientation[:3], frame.orientation[3:])
-    return normal / np.linalg.norm(normal)
 
 
 def _part_order(part: tuple[str, str]) -> tuple[float, float, str, str]:
