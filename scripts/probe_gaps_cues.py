@@ -13,12 +13,12 @@ minutes on 2 CPU cores).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from pathlib import Path
 
 from calibrate_slice_profile import TESTS, TRAINING, VALIDATION, thick_cases
+from probe_rows import run_probe
+
 from napari_cycleinr import slice_profile
 from napari_cycleinr.model.checkpoint import load_model
 from napari_cycleinr.model.cycle_cue import cycle_cues
@@ -69,16 +69,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data")
-    parser.add_argument("--out", default="docs/results/gaps_cues.json")
-    parser.add_argument("--table", action="store_true", help="only print the table from --out")
-    args = parser.parse_args()
-    if args.table:
-        print(table(json.loads(Path(args.out).read_text())["rows"]))
-        return
-    data = Path(args.data)
+def collect(data: Path) -> list[dict]:
     models = {modality: load_model(name) for modality, name in FALLBACK_WEIGHTS.items()}
     rows = [r for name in TRAINING for r in cases(data / name, "training", models)]
     rows += [r for name in VALIDATION for r in cases(data / name, "held_out", models)]
@@ -87,9 +78,8 @@ def main() -> None:
         rows += [r for name in TRAINING for r in cases(data / name, f"training_{n}", models, n)]
         rows += [r for name in VALIDATION for r in cases(data / name, f"held_out_{n}", models, n)]
         rows += [r for name in TESTS for r in cases(Path(name), f"held_out_{n}", models, n)]
-    Path(args.out).write_text(json.dumps({"rows": rows}, indent=1) + "\n")
-    print(table(rows))
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    run_probe(__doc__, "docs/results/gaps_cues.json", table, collect)

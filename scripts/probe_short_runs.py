@@ -12,14 +12,13 @@ given"). JSON: docs/results/short_runs.json; --table prints the table from it. A
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from pathlib import Path
 
 import numpy as np
-
 from calibrate_slice_profile import FACTORS, TRAINING, VALIDATION, run_starts
+from probe_rows import run_probe
+
 from napari_cycleinr import slice_profile
 from napari_cycleinr.cli import weights_chooser
 from napari_cycleinr.intensity import guess_modality
@@ -75,23 +74,12 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data")
-    parser.add_argument("--out", default="docs/results/short_runs.json")
-    parser.add_argument("--table", action="store_true", help="only print the table from --out")
-    args = parser.parse_args()
-    if args.table:
-        print(table(json.loads(Path(args.out).read_text())["rows"]))
-        return
-    data = Path(args.data)
+def collect(data: Path) -> list[dict]:
     models = {modality: load_model(name) for modality, name in FALLBACK.items()}
     choosers = {modality: weights_chooser(modality, None) for modality in FALLBACK}
     rows = [r for name in TRAINING for r in cases(data / name, "training", models, choosers)]
-    rows += [r for name in VALIDATION for r in cases(data / name, "held_out", models, choosers)]
-    Path(args.out).write_text(json.dumps({"rows": rows}, indent=1) + "\n")
-    print(table(rows))
+    return rows + [r for name in VALIDATION for r in cases(data / name, "held_out", models, choosers)]
 
 
 if __name__ == "__main__":
-    main()
+    run_probe(__doc__, "docs/results/short_runs.json", table, collect)
